@@ -1,0 +1,138 @@
+"""The command line: ``genlab run STUDY [flags]``, ``genlab demo``, ``genlab figures RUN...``.
+
+Each study's flags are generated from its config dataclass, so a field, its flag and its JSON key
+are one spelling (``batch_size`` <-> ``--batch-size``). Settings resolve as defaults < ``--preset``
+< flags given on the command line, and the resolved config is printed before training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from genlab.config import from_dict, to_dict
+from genlab.errors import GenlabError
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_type(hint: Any) -> tuple[Any, dict[str, Any]]:
+    """argparse keyword arguments for a field's type hint."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        return None, {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], {"nargs": "+"}
+    return hint, {}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind, extra = _parse_type(hints[f.name])
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {f.default})"}
+        if kind is not None:
+            kwargs["type"] = kind
+            kwargs["metavar"] = f.name.upper().split("_")[-1]
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+            kwargs.pop("metavar", None)
+        parser.add_argument(_flag(f.name), **kwargs, **extra)
+
+
+def resolve_config(module: Any, args: argparse.Namespace) -> Any:
+    """defaults < preset < flags."""
+    values = to_dict(module.Config())
+    preset = getattr(args, "preset", None)
+    if preset is not None:
+        if preset not in module.PRESETS:
+            raise GenlabError(f"--preset {preset!r}: no such preset (valid: {', '.join(module.PRESETS)})")
+        values.update(module.PRESETS[preset])
+    names = {f.name for f in dataclasses.fields(module.Config)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return from_dict(module.Config, values)
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of run folders (default: runs)")
+    parser.add_argument("--force", action="store_true", help="delete an existing run folder and start again")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors and the final paths")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from genlab.studies import STUDIES
+
+    parser = argparse.ArgumentParser(prog="genlab", description="A lab for how deep networks generalize.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one study")
+    studies = run.add_subparsers(dest="study", required=True)
+    for name, module in STUDIES.items():
+        p = studies.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0], description=module.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        if module.PRESETS:
+            p.add_argument("--preset", help=f"named settings: {', '.join(module.PRESETS)}")
+        add_config_flags(p, module.Config)
+        _common_flags(p)
+
+    demo = sub.add_parser("demo", help="every study, small, on the embedded digits (about a minute on 2 cores)")
+    _common_flags(demo)
+    demo.set_defaults(out=Path("runs") / "demo")
+
+    figures = sub.add_parser("figures", help="(re)draw the figures of run folders")
+    figures.add_argument("runs", nargs="+", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except GenlabError as e:
+        print(f"genlab: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("genlab: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from genlab.training import configure_threads
+
+    configure_threads()
+    log = (lambda _msg: None) if args.command != "figures" and args.quiet else print
+    if args.command == "run":
+        from genlab.launch import run_study
+        from genlab.studies import STUDIES
+
+        cfg = resolve_config(STUDIES[args.study], args)
+        log(f"{args.study} config: {json.dumps(to_dict(cfg), sort_keys=True)}")
+        path = run_study(args.study, cfg, out=args.out, force=args.force, quiet=args.quiet, log=log)
+        print(f"results: {path}")
+        return 0
+    if args.command == "demo":
+        from genlab.demo import demo
+
+        demo(args.out, force=args.force, quiet=args.quiet, log=log)
+        return 0
+    if args.command == "figures":
+        from genlab.reporting.figures import plot_run
+        from genlab.runs import find_runs
+
+        runs = find_runs(args.runs)
+        if not runs:
+            raise GenlabError(f"{' '.join(map(str, args.runs))}: no run folders found")
+        for path in runs:
+            for file in plot_run(path):
+                print(file)
+        return 0
+    raise AssertionError(args.command)

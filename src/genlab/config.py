@@ -1,0 +1,88 @@
+"""Configs are frozen dataclasses: defaults < named preset < command-line flags.
+
+A field's name is its one spelling everywhere: ``batch_size`` is the flag ``--batch-size`` and the
+JSON key ``"batch_size"``. Field metadata carries the help text (``help``), the allowed values
+(``choices``) and whether the field names the experiment (``identity``, default True): fields such as
+the device or the data folder change where a run happens, not what it is, so they are left out of
+``run_id`` and a run started on one device resumes on another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from genlab.errors import GenlabError
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, identity: bool = True) -> Any:
+    """A dataclass field with its help text; see the module docstring."""
+    meta = {"help": help, "choices": choices, "identity": identity}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("configs are frozen: use tuples for sequences")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as JSON-ready values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
+    """Build ``cls`` from JSON values, refusing unknown keys and checking choices."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise GenlabError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}")
+    kwargs = {}
+    for key, value in values.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        choices = names[key].metadata.get("choices")
+        if choices is not None and value not in choices:
+            flag = "--" + key.replace("_", "-")
+            raise GenlabError(f"{flag}: {value!r} is not one of {', '.join(map(str, choices))}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
+    """``cfg`` with some fields replaced, validated like ``from_dict``."""
+    return from_dict(type(cfg), {**to_dict(cfg), **overrides})
+
+
+def identity_dict(cfg: Any) -> dict[str, Any]:
+    """The fields that name the experiment (see the module docstring)."""
+    values = to_dict(cfg)
+    return {
+        f.name: values[f.name]
+        for f in dataclasses.fields(cfg)
+        if f.metadata.get("identity", True)
+    }
+
+
+def config_hash(cfg: Any) -> str:
+    """A short, stable hash of the identity fields."""
+    blob = json.dumps(identity_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def run_id(cfg: Any, keys: tuple[str, ...] = ()) -> str:
+    """A readable folder name: a few key fields, then the hash of every identity field."""
+    values = to_dict(cfg)
+    parts = [_slug(key, values[key]) for key in keys]
+    return "-".join([*parts, config_hash(cfg)])
+
+
+def _slug(key: str, value: Any) -> str:
+    short = {"width": "w", "kernel": "k", "seed": "s", "label_noise": "p", "epochs": "e"}
+    text = str(value)
+    if "/" in text or "\\" in text:  # a path: keep its last part
+        text = text.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch if ch.isalnum() or ch in ".+" else "_" for ch in text)
+    return f"{short[key]}{text}" if key in short else text

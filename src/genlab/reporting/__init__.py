@@ -1,0 +1,1 @@
+"""Figures and reports, built from run folders only: nothing here trains."""

@@ -1,0 +1,106 @@
+"""What every image study does the same way: the training settings every study shares, data on
+the device, the model, and the pieces of summary.json that every study reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genlab.config import option
+from genlab.data import DATASETS, ImageDataset, Splits, channel_stats, load_dataset, take_subset
+from genlab.models import MODELS, make_model
+from genlab.runs import DATASET, Run
+from genlab.training import OPTIMIZERS, Normalizer, View, make_optimizer, resolve_device
+from genlab.training.device import DEVICES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings shared by the image studies (each study's config extends it)."""
+
+    dataset: str = option("digits", f"dataset: {', '.join(DATASETS)}, or the path of an image folder")
+    data_dir: str | None = option(None, "folder holding an existing copy of the dataset (downloads nothing)", identity=False)
+    train_subset: int | None = option(None, "train on this many images (a fixed random subset)")
+    model: str = option("conv4", "architecture", choices=MODELS)
+    width: int = option(16, "Conv-4 width c (channels c, 2c, 4c, 8c)")
+    kernel: int = option(3, "odd convolution kernel size k")
+    epochs: int = option(20, "number of training epochs")
+    batch_size: int = option(64, "training batch size")
+    optimizer: str = option("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = option(0.1, "constant learning rate")
+    momentum: float = option(0.0, "SGD momentum")
+    weight_decay: float = option(0.0, "weight decay")
+    seed: int = option(0, "seed for initialization, data order and every random choice of the run")
+    device: str = option("auto", "device", choices=DEVICES, identity=False)
+
+    def __post_init__(self) -> None:
+        from genlab.errors import GenlabError
+
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise GenlabError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if not self.lr > 0:
+            raise GenlabError(f"--lr {self.lr}: must be > 0")
+
+
+@dataclass
+class Prepared:
+    """Everything a study needs to call ``fit``."""
+
+    splits: Splits
+    train: ImageDataset
+    device: torch.device
+    normalize: Normalizer
+    mean: list[float]
+    std: list[float]
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def prepare(cfg: TrainConfig, *, quiet: bool = False) -> Prepared:
+    """Seed, load the data, compute normalization from the training split, build the model."""
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, quiet=quiet)
+    train = take_subset(splits.train, cfg.train_subset)
+    mean, std = channel_stats(train.images)
+    model = make_model(cfg.model, cfg.width, cfg.kernel, splits.train.num_classes, splits.train.shape[-1])
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    return Prepared(splits, train, device, Normalizer.from_stats(mean, std, device), mean, std, model, optimizer)
+
+
+def to_view(dataset: ImageDataset, device: torch.device) -> View:
+    return View(dataset.images.to(device), dataset.labels.to(device))
+
+
+def record_dataset(run: Run, prep: Prepared, **extra: Any) -> None:
+    """dataset.json: what the run trained and was tested on, and its normalization."""
+    run.write_json(DATASET, {
+        "name": prep.splits.name,
+        "classes": list(prep.splits.train.classes),
+        "image_shape": list(prep.splits.train.shape),
+        "num_train": len(prep.train),
+        "num_test": len(prep.splits.test),
+        "normalization": {"mean": prep.mean, "std": prep.std, "computed_on": "train split"},
+        **extra,
+    })
+
+
+def summarize_views(history: list[dict[str, Any]], views: list[str], classes: tuple[str, ...]) -> dict[str, Any]:
+    """Final and best accuracy per view, and final per-class accuracy keyed by class name."""
+    last = history[-1]
+    out: dict[str, Any] = {"final_acc": {}, "best_acc": {}, "best_epoch": {}, "per_class_acc": {}}
+    for v in views:
+        accs = [r[f"{v}_acc"] for r in history]
+        best = max(range(len(accs)), key=accs.__getitem__)
+        out["final_acc"][v] = last[f"{v}_acc"]
+        out["best_acc"][v] = accs[best]
+        out["best_epoch"][v] = history[best]["epoch"]
+        out["per_class_acc"][v] = dict(zip(classes, last[f"{v}_per_class_acc"], strict=True))
+    out["epochs"] = last["epoch"]
+    out["seconds"] = sum(r["seconds"] + r["eval_seconds"] for r in history)
+    out["seconds_per_epoch"] = out["seconds"] / len(history)
+    return out

@@ -1,0 +1,32 @@
+"""The training engine: one flat loop over tensor-resident data, evaluation on named views."""
+
+from genlab.training.device import configure_threads, physical_cores, resolve_device
+from genlab.training.engine import (
+    OPTIMIZERS,
+    Normalizer,
+    NonFiniteLoss,
+    View,
+    epoch_generator,
+    evaluate,
+    evaluate_views,
+    make_optimizer,
+    train_epoch,
+)
+from genlab.training.fit import FitSpec, fit
+
+__all__ = [
+    "OPTIMIZERS",
+    "FitSpec",
+    "NonFiniteLoss",
+    "Normalizer",
+    "View",
+    "configure_threads",
+    "epoch_generator",
+    "evaluate",
+    "evaluate_views",
+    "fit",
+    "make_optimizer",
+    "physical_cores",
+    "resolve_device",
+    "train_epoch",
+]
