@@ -39,13 +39,18 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind, extra = _parse_type(hints[f.name])
-        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": f"{f.metadata.get('help', '')} (default: {f.default})"}
+        kwargs: dict[str, Any] = {
+            "default": argparse.SUPPRESS,
+            "help": f"{f.metadata.get('help', '')} (default: {f.default})",
+        }
         if kind is not None:
             kwargs["type"] = kind
             kwargs["metavar"] = f.name.upper().split("_")[-1]
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-            kwargs.pop("metavar", None)
+        if f.metadata.get("choices"):  # checked by config.from_dict: a one-line error, exit 1
+            kwargs["help"] = (
+                f"{kwargs['help'][:-1]}; one of {', '.join(map(str, f.metadata['choices']))})"
+            )
+            kwargs["metavar"] = f.name.upper().split("_")[-1]
         parser.add_argument(_flag(f.name), **kwargs, **extra)
 
 
@@ -55,7 +60,9 @@ def resolve_config(module: Any, args: argparse.Namespace) -> Any:
     preset = getattr(args, "preset", None)
     if preset is not None:
         if preset not in module.PRESETS:
-            raise GenlabError(f"--preset {preset!r}: no such preset (valid: {', '.join(module.PRESETS)})")
+            raise GenlabError(
+                f"--preset {preset!r}: no such preset (valid: {', '.join(module.PRESETS)})"
+            )
         values.update(module.PRESETS[preset])
     names = {f.name for f in dataclasses.fields(module.Config)}
     values.update({k: v for k, v in vars(args).items() if k in names})
@@ -63,28 +70,51 @@ def resolve_config(module: Any, args: argparse.Namespace) -> Any:
 
 
 def _common_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of run folders (default: runs)")
-    parser.add_argument("--force", action="store_true", help="delete an existing run folder and start again")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors and the final paths")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs"),
+        help="parent folder of run folders (default: runs)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="delete an existing run folder and start again"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print nothing but errors and the final paths"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from genlab.studies import STUDIES
 
-    parser = argparse.ArgumentParser(prog="genlab", description="A lab for how deep networks generalize.")
+    parser = argparse.ArgumentParser(
+        prog="genlab", description="A lab for how deep networks generalize."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one study")
     studies = run.add_subparsers(dest="study", required=True)
     for name, module in STUDIES.items():
-        p = studies.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0], description=module.__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = studies.add_parser(
+            name,
+            help=(module.__doc__ or "").strip().splitlines()[0],
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if module.PRESETS:
             p.add_argument("--preset", help=f"named settings: {', '.join(module.PRESETS)}")
+        if hasattr(module, "grid"):
+            p.add_argument(
+                "--grid",
+                action="store_true",
+                help="run the study's grid of configs under one parent folder",
+            )
         add_config_flags(p, module.Config)
         _common_flags(p)
 
-    demo = sub.add_parser("demo", help="every study, small, on the embedded digits (about a minute on 2 cores)")
+    demo = sub.add_parser(
+        "demo", help="every study, small, on the embedded digits (about a minute on 2 cores)"
+    )
     _common_flags(demo)
     demo.set_defaults(out=Path("runs") / "demo")
 
@@ -114,6 +144,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from genlab.launch import run_study
         from genlab.studies import STUDIES
 
+        if getattr(args, "grid", False):
+            return _run_grid(args, log)
         cfg = resolve_config(STUDIES[args.study], args)
         log(f"{args.study} config: {json.dumps(to_dict(cfg), sort_keys=True)}")
         path = run_study(args.study, cfg, out=args.out, force=args.force, quiet=args.quiet, log=log)
@@ -136,3 +168,44 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(file)
         return 0
     raise AssertionError(args.command)
+
+
+def _run_grid(args: argparse.Namespace, log: Any) -> int:
+    """``--grid``: the study's ``grid(flags)`` configs as runs under one parent folder, named from
+    their run ids, so re-running the command resumes unfinished runs and skips finished ones."""
+    import hashlib
+
+    from genlab.config import run_id
+    from genlab.launch import run_study
+    from genlab.reporting.figures import plot_grid
+    from genlab.studies import STUDIES
+
+    module = STUDIES[args.study]
+    if getattr(args, "preset", None) is not None:
+        raise GenlabError("--grid sets the presets itself; drop --preset")
+    names = {f.name for f in dataclasses.fields(module.Config)}
+    cfgs = module.grid({k: v for k, v in vars(args).items() if k in names})
+    ids = [run_id(cfg, module.RUN_ID_KEYS) for cfg in cfgs]
+    parent = (
+        args.out / args.study / ("grid-" + hashlib.sha256(" ".join(ids).encode()).hexdigest()[:8])
+    )
+    log(f"{args.study} grid: {len(cfgs)} runs under {parent}")
+    paths = []
+    for i, (cfg, name) in enumerate(zip(cfgs, ids, strict=True), 1):
+        log(f"\n== grid run {i}/{len(cfgs)}: {name} ==")
+        log(f"{args.study} config: {json.dumps(to_dict(cfg), sort_keys=True)}")
+        paths.append(
+            run_study(
+                args.study,
+                cfg,
+                out=args.out,
+                force=args.force,
+                quiet=args.quiet,
+                log=log,
+                path=parent / name,
+            )
+        )
+    for file in plot_grid(paths, parent / "figures"):
+        log(str(file))
+    print(f"results: {parent}")
+    return 0

@@ -60,9 +60,7 @@ def identity_dict(cfg: Any) -> dict[str, Any]:
     """The fields that name the experiment (see the module docstring)."""
     values = to_dict(cfg)
     return {
-        f.name: values[f.name]
-        for f in dataclasses.fields(cfg)
-        if f.metadata.get("identity", True)
+        f.name: values[f.name] for f in dataclasses.fields(cfg) if f.metadata.get("identity", True)
     }
 
 

@@ -29,7 +29,9 @@ def demo(out: Path, *, force: bool = False, quiet: bool = False, log: LogFn = pr
     for path in paths:
         cfg, summary = read_json(path / "config.json")["config"], read_json(path / "summary.json")
         acc = summary["final_acc"]
-        rows.append((cfg["augment"], summary["params"], acc["test"], acc["test_vflip"], summary["seconds"]))
+        rows.append(
+            (cfg["augment"], summary["params"], acc["test"], acc["test_vflip"], summary["seconds"])
+        )
     print("\nFlip robustness on digits (Conv-4 width 16, 12 epochs):")
     print(f"{'augment':<8} {'params':>8} {'test acc':>9} {'flipped acc':>12} {'seconds':>8}")
     for augment, n, test, flipped, seconds in rows:

@@ -17,10 +17,19 @@ def run_dir_for(study: str, cfg: Any, out: Path) -> Path:
     return Path(out) / study / run_id(cfg, STUDIES[study].RUN_ID_KEYS)
 
 
-def run_study(study: str, cfg: Any, *, out: Path, force: bool = False, quiet: bool = False, log: LogFn = print) -> Path:
-    """Run ``study`` with ``cfg`` under ``out/<study>/<run id>``: re-running the same command
-    resumes an interrupted run and skips a finished one; ``force`` starts it again."""
-    path = run_dir_for(study, cfg, out)
+def run_study(
+    study: str,
+    cfg: Any,
+    *,
+    out: Path,
+    force: bool = False,
+    quiet: bool = False,
+    log: LogFn = print,
+    path: Path | None = None,
+) -> Path:
+    """Run ``study`` with ``cfg`` under ``out/<study>/<run id>`` (or at ``path``): re-running the
+    same command resumes an interrupted run and skips a finished one; ``force`` starts it again."""
+    path = Path(path) if path is not None else run_dir_for(study, cfg, out)
     record = {"study": study, "config": to_dict(cfg), "identity": identity_dict(cfg)}
     run = Run.open(path, record, force=force)
     if run.state == "finished":

@@ -132,7 +132,9 @@ class Run:
         try:
             return torch.load(target, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same error
-            raise GenlabError(f"{target}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+            raise GenlabError(
+                f"{target}: unreadable checkpoint ({type(e).__name__}: {e})"
+            ) from None
 
     # -- results ------------------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:
@@ -177,11 +179,17 @@ def git_commit() -> str | None:
     try:
         sha = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

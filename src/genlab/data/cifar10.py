@@ -34,7 +34,16 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
@@ -65,7 +74,9 @@ def download(url: str, target: Path, md5: str, *, quiet: bool = False) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=quiet) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=target.name, disable=quiet
+            ) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
@@ -94,7 +105,9 @@ def safe_extract(archive: Path, target: Path) -> None:
             for m in members:
                 dest = (root / m.name).resolve()
                 if not dest.is_relative_to(root) or Path(m.name).is_absolute():
-                    raise GenlabError(f"{archive}: member {m.name!r} would be written outside {target}")
+                    raise GenlabError(
+                        f"{archive}: member {m.name!r} would be written outside {target}"
+                    )
                 if not (m.isfile() or m.isdir()):
                     raise GenlabError(f"{archive}: member {m.name!r} is a link or device; refused")
             tar.extractall(root, members=members, filter="data")
@@ -103,10 +116,19 @@ def safe_extract(archive: Path, target: Path) -> None:
 
 
 # -- the official batches ---------------------------------------------------------------------
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _BatchUnpickler(pickle.Unpickler):
-    """Admits dicts, lists, bytes, ints and numpy arrays; every other global is refused."""
+    """Admits dicts, lists, bytes, ints and numpy arrays; every other global is refused.
+
+    ``_codecs.encode`` is how Python 3 writes bytes at pickle protocol 2 (a batch re-saved by
+    Python 3); it only turns a str into bytes.
+    """
 
     _ALLOWED = {
+        ("_codecs", "encode"),
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -116,7 +138,7 @@ class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not part of the CIFAR-10 format")
+        raise _Refused(f"global {module}.{name} is not part of the CIFAR-10 format")
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -127,17 +149,26 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise GenlabError(f"{path}: missing CIFAR-10 batch file") from None
     try:
         batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise GenlabError(f"{path}: refused to unpickle ({e})") from None
     except Exception as e:  # noqa: BLE001 - a cut or garbled pickle raises many kinds
-        raise GenlabError(f"{path}: truncated or corrupted CIFAR-10 batch ({type(e).__name__})") from None
+        raise GenlabError(
+            f"{path}: truncated or corrupted CIFAR-10 batch ({type(e).__name__})"
+        ) from None
     if not isinstance(batch, dict):
         raise GenlabError(f"{path}: not a CIFAR-10 batch (expected a dict)")
     data, labels = batch.get(b"data"), batch.get(b"labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+    ):
         raise GenlabError(f"{path}: not a CIFAR-10 batch (b'data' is not an (N, 3072) uint8 array)")
     if not isinstance(labels, list) or len(labels) != len(data):
-        raise GenlabError(f"{path}: not a CIFAR-10 batch ({len(data)} images but labels do not match)")
+        raise GenlabError(
+            f"{path}: not a CIFAR-10 batch ({len(data)} images but labels do not match)"
+        )
     y = np.asarray(labels, dtype=np.int64)
     if len(y) and (y.min() < 0 or y.max() > 9):
         raise GenlabError(f"{path}: labels outside 0..9")
@@ -205,7 +236,9 @@ def _from_archive(archive: Path, target: Path, md5: str) -> Splits:
 def _class_names(split_dir: Path, root: Path) -> tuple[str, ...]:
     classes_file = root / CLASSES_FILE
     if classes_file.exists():
-        names = tuple(line.strip() for line in classes_file.read_text().splitlines() if line.strip())
+        names = tuple(
+            line.strip() for line in classes_file.read_text().splitlines() if line.strip()
+        )
         for name in names:
             if not (split_dir / name).is_dir():
                 raise GenlabError(f"{classes_file}: class {name!r} has no folder in {split_dir}")
@@ -277,7 +310,9 @@ def load_image_folder(root: Path, *, quiet: bool = False) -> Splits:
         raise GenlabError(f"{root}: no such folder")
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise GenlabError(f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/*.png|jpg)")
+            raise GenlabError(
+                f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/*.png|jpg)"
+            )
     classes = _class_names(root / "train", root)
     listings = {split: _listing(root, split, classes) for split in ("train", "test")}
     manifest = {
@@ -286,24 +321,34 @@ def load_image_folder(root: Path, *, quiet: bool = False) -> Splits:
         "files": {split: [list(r) for r in rows] for split, rows in listings.items()},
     }
     key = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    cache = default_cache_dir() / "imagefolders" / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    cache = (
+        default_cache_dir()
+        / "imagefolders"
+        / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    )
     stamp = cache / "manifest.sha256"
     splits = {}
     if stamp.exists() and stamp.read_text() == key:
         for split, rows in listings.items():
             images = np.load(cache / f"{split}_images.npy", allow_pickle=False)
             labels = np.asarray([r[1] for r in rows], dtype=np.int64)
-            splits[split] = ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes)
+            splits[split] = ImageDataset(
+                torch.from_numpy(images), torch.from_numpy(labels), classes
+            )
     else:
         if not quiet:
-            print(f"decoding {sum(map(len, listings.values())):,} images in {root} (cached for next time)")
+            print(
+                f"decoding {sum(map(len, listings.values())):,} images in {root} (cached for next time)"
+            )
         cache.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)
         for split, rows in listings.items():
             images = _decode_all(root, rows)
             _save_npy(cache / f"{split}_images.npy", images)
             labels = np.asarray([r[1] for r in rows], dtype=np.int64)
-            splits[split] = ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes)
+            splits[split] = ImageDataset(
+                torch.from_numpy(images), torch.from_numpy(labels), classes
+            )
         _write_text(cache / "manifest.json", json.dumps(manifest))
         _write_text(stamp, key)  # written last: the cache is valid only once this exists
     return Splits(splits["train"], splits["test"], str(root))

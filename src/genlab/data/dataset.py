@@ -17,9 +17,13 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise GenlabError(f"images must be (N, H, W, C) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise GenlabError(
+                f"images must be (N, H, W, C) uint8, got {tuple(self.images.shape)} {self.images.dtype}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.images),):
-            raise GenlabError(f"labels must be ({len(self.images)},) int64, got {tuple(self.labels.shape)} {self.labels.dtype}")
+            raise GenlabError(
+                f"labels must be ({len(self.images)},) int64, got {tuple(self.labels.shape)} {self.labels.dtype}"
+            )
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
             raise GenlabError(f"labels must lie in 0..{len(self.classes) - 1}")
 
@@ -57,7 +61,9 @@ class Splits:
         if self.train.classes != self.test.classes:
             raise GenlabError(f"{self.name}: train and test have different classes")
         if self.train.shape != self.test.shape:
-            raise GenlabError(f"{self.name}: train images are {self.train.shape}, test images {self.test.shape}")
+            raise GenlabError(
+                f"{self.name}: train images are {self.train.shape}, test images {self.test.shape}"
+            )
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

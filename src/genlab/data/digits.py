@@ -30,7 +30,12 @@ def load_digits(size: int = 32) -> Splits:
     images = images.contiguous()  # (N, 32, 32, 3) uint8
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=TEST_FRACTION, stratify=bunch.target, random_state=SPLIT_SEED
+        np.arange(len(labels)),
+        test_size=TEST_FRACTION,
+        stratify=bunch.target,
+        random_state=SPLIT_SEED,
     )
     full = ImageDataset(images, labels, DIGIT_CLASSES)
-    return Splits(full.subset(torch.from_numpy(train_idx)), full.subset(torch.from_numpy(test_idx)), "digits")
+    return Splits(
+        full.subset(torch.from_numpy(train_idx)), full.subset(torch.from_numpy(test_idx)), "digits"
+    )

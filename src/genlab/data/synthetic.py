@@ -33,6 +33,8 @@ def make_synthetic(
         labels = labels[torch.randperm(n, generator=g)]
         x = templates[labels] + noise * torch.randn(n, 3, size, size, generator=g)
         images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-        return ImageDataset(images, labels.to(torch.int64), tuple(f"class{k}" for k in range(num_classes)))
+        return ImageDataset(
+            images, labels.to(torch.int64), tuple(f"class{k}" for k in range(num_classes))
+        )
 
     return Splits(draw(n_train), draw(n_test), "synthetic")

@@ -14,7 +14,9 @@ def vflip(images: torch.Tensor, height_dim: int = 1) -> torch.Tensor:
     return images.flip(height_dim)
 
 
-def double_with_vflip(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def double_with_vflip(
+    images: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The report's augmentation: every image plus its flipped copy (2N images)."""
     return torch.cat([images, vflip(images)]), torch.cat([labels, labels])
 

@@ -12,7 +12,9 @@ MODELS = ("conv4",)
 __all__ = ["MODELS", "Conv4", "conv4_param_count", "count_params", "make_model"]
 
 
-def make_model(name: str, width: int, kernel: int, num_classes: int, in_channels: int = 3) -> nn.Module:
+def make_model(
+    name: str, width: int, kernel: int, num_classes: int, in_channels: int = 3
+) -> nn.Module:
     if name == "conv4":
         return Conv4(width, kernel, num_classes, in_channels)
     raise GenlabError(f"--model {name!r}: no such model (valid: {', '.join(MODELS)})")

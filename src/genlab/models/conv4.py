@@ -21,11 +21,15 @@ def check_architecture(width: int, kernel: int) -> None:
     if not isinstance(width, int) or width < 1:
         raise GenlabError(f"--width {width}: must be an integer >= 1")
     if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-        raise GenlabError(f"--kernel {kernel}: must be odd (padding k//2 keeps the size only for odd k)")
+        raise GenlabError(
+            f"--kernel {kernel}: must be odd (padding k//2 keeps the size only for odd k)"
+        )
 
 
 class Conv4(nn.Module):
-    def __init__(self, width: int = 64, kernel: int = 3, num_classes: int = 10, in_channels: int = 3):
+    def __init__(
+        self, width: int = 64, kernel: int = 3, num_classes: int = 10, in_channels: int = 3
+    ):
         super().__init__()
         check_architecture(width, kernel)
         widths = (width, 2 * width, 4 * width, 8 * width)
@@ -47,7 +51,9 @@ class Conv4(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def conv4_param_count(width: int, kernel: int = 3, num_classes: int = 10, in_channels: int = 3) -> int:
+def conv4_param_count(
+    width: int, kernel: int = 3, num_classes: int = 10, in_channels: int = 3
+) -> int:
     """The closed form: sum over blocks of (c_in c_out k^2 + c_out) conv + 2 c_out BatchNorm,
     plus the classifier's 8c K + K."""
     widths = (width, 2 * width, 4 * width, 8 * width)

@@ -12,7 +12,18 @@ from typing import Any
 from genlab.fileio import atomic_write, read_json
 from genlab.runs import CONFIG, DATASET, FIGURES, METRICS, SUMMARY
 
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#999999", "#882255")
+OKABE_ITO = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#E69F00",
+    "#CC79A7",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
+    "#999999",
+    "#882255",
+)
 VIEW_COLORS = {"test": OKABE_ITO[0], "test_vflip": OKABE_ITO[1], "train": OKABE_ITO[7]}
 VIEW_LABELS = {"test": "test", "test_vflip": "test, flipped upside down", "train": "train"}
 DPI = 200
@@ -60,6 +71,20 @@ def plot_run(run_dir: Path) -> list[Path]:
     study = read_json(run_dir / CONFIG)["study"]
     if study == "robustness":
         return plot_robustness(run_dir)
+    if study in ("random-labels", "memorization-map"):
+        from genlab.reporting import random_labels_figures
+
+        return random_labels_figures.plot_run(run_dir, study)
+    return []
+
+
+def plot_grid(run_dirs: list[Path], out: Path) -> list[Path]:
+    """Figures comparing the runs of one grid (``genlab run STUDY --grid``), drawn into ``out``."""
+    studies = {read_json(Path(d) / CONFIG)["study"] for d in run_dirs}
+    if studies == {"random-labels"}:
+        from genlab.reporting import random_labels_figures
+
+        return random_labels_figures.plot_grid(run_dirs, out)
     return []
 
 
@@ -77,9 +102,22 @@ def plot_robustness(run_dir: Path) -> list[Path]:
     files = []
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(epochs, [m["train_acc"] for m in metrics], color=VIEW_COLORS["train"], ls=":", label="train (as fitted)")
+    ax.plot(
+        epochs,
+        [m["train_acc"] for m in metrics],
+        color=VIEW_COLORS["train"],
+        ls=":",
+        label="train (as fitted)",
+    )
     for view in ("test", "test_vflip"):
-        ax.plot(epochs, [m[f"{view}_acc"] for m in metrics], color=VIEW_COLORS[view], marker="o", ms=3, label=VIEW_LABELS[view])
+        ax.plot(
+            epochs,
+            [m[f"{view}_acc"] for m in metrics],
+            color=VIEW_COLORS[view],
+            marker="o",
+            ms=3,
+            label=VIEW_LABELS[view],
+        )
     ax.set(xlabel="epoch", ylabel="accuracy (fraction correct)", ylim=(0, 1.02), title=title)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
@@ -89,10 +127,16 @@ def plot_robustness(run_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for k, name in enumerate(classes):
         color = OKABE_ITO[k % len(OKABE_ITO)]
-        ax.plot(epochs, [m["test_per_class_acc"][k] for m in metrics], color=color, ls="-", label=name)
+        ax.plot(
+            epochs, [m["test_per_class_acc"][k] for m in metrics], color=color, ls="-", label=name
+        )
         ax.plot(epochs, [m["test_vflip_per_class_acc"][k] for m in metrics], color=color, ls="--")
-    ax.set(xlabel="epoch", ylabel="accuracy (fraction correct)", ylim=(0, 1.02),
-           title=f"Per-class accuracy: solid = test, dashed = flipped test\n{title}")
+    ax.set(
+        xlabel="epoch",
+        ylabel="accuracy (fraction correct)",
+        ylim=(0, 1.02),
+        title=f"Per-class accuracy: solid = test, dashed = flipped test\n{title}",
+    )
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(ncol=2, fontsize=7, loc="lower right")
@@ -106,9 +150,24 @@ def plot_robustness(run_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * len(classes)), 4.2))
         for i, view in enumerate(("test", "test_vflip")):
             values = [summary["per_class_acc"][view][c] for c in classes]
-            ax.bar(x + (i - 0.5) * 0.4, values, width=0.4, color=VIEW_COLORS[view], label=VIEW_LABELS[view])
-        ax.set_xticks(x, classes, rotation=45 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
-        ax.set(ylabel="final accuracy (fraction correct)", ylim=(0, 1.02), title=f"Final per-class accuracy\n{title}")
+            ax.bar(
+                x + (i - 0.5) * 0.4,
+                values,
+                width=0.4,
+                color=VIEW_COLORS[view],
+                label=VIEW_LABELS[view],
+            )
+        ax.set_xticks(
+            x,
+            classes,
+            rotation=45 if len(classes) > 6 else 0,
+            ha="right" if len(classes) > 6 else "center",
+        )
+        ax.set(
+            ylabel="final accuracy (fraction correct)",
+            ylim=(0, 1.02),
+            title=f"Final per-class accuracy\n{title}",
+        )
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend()

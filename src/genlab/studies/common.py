@@ -20,8 +20,12 @@ from genlab.training.device import DEVICES
 class TrainConfig:
     """Settings shared by the image studies (each study's config extends it)."""
 
-    dataset: str = option("digits", f"dataset: {', '.join(DATASETS)}, or the path of an image folder")
-    data_dir: str | None = option(None, "folder holding an existing copy of the dataset (downloads nothing)", identity=False)
+    dataset: str = option(
+        "digits", f"dataset: {', '.join(DATASETS)}, or the path of an image folder"
+    )
+    data_dir: str | None = option(
+        None, "folder holding an existing copy of the dataset (downloads nothing)", identity=False
+    )
     train_subset: int | None = option(None, "train on this many images (a fixed random subset)")
     model: str = option("conv4", "architecture", choices=MODELS)
     width: int = option(16, "Conv-4 width c (channels c, 2c, 4c, 8c)")
@@ -66,10 +70,16 @@ def prepare(cfg: TrainConfig, *, quiet: bool = False) -> Prepared:
     splits = load_dataset(cfg.dataset, cfg.data_dir, quiet=quiet)
     train = take_subset(splits.train, cfg.train_subset)
     mean, std = channel_stats(train.images)
-    model = make_model(cfg.model, cfg.width, cfg.kernel, splits.train.num_classes, splits.train.shape[-1])
+    model = make_model(
+        cfg.model, cfg.width, cfg.kernel, splits.train.num_classes, splits.train.shape[-1]
+    )
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
-    return Prepared(splits, train, device, Normalizer.from_stats(mean, std, device), mean, std, model, optimizer)
+    optimizer = make_optimizer(
+        cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay
+    )
+    return Prepared(
+        splits, train, device, Normalizer.from_stats(mean, std, device), mean, std, model, optimizer
+    )
 
 
 def to_view(dataset: ImageDataset, device: torch.device) -> View:
@@ -78,18 +88,23 @@ def to_view(dataset: ImageDataset, device: torch.device) -> View:
 
 def record_dataset(run: Run, prep: Prepared, **extra: Any) -> None:
     """dataset.json: what the run trained and was tested on, and its normalization."""
-    run.write_json(DATASET, {
-        "name": prep.splits.name,
-        "classes": list(prep.splits.train.classes),
-        "image_shape": list(prep.splits.train.shape),
-        "num_train": len(prep.train),
-        "num_test": len(prep.splits.test),
-        "normalization": {"mean": prep.mean, "std": prep.std, "computed_on": "train split"},
-        **extra,
-    })
+    run.write_json(
+        DATASET,
+        {
+            "name": prep.splits.name,
+            "classes": list(prep.splits.train.classes),
+            "image_shape": list(prep.splits.train.shape),
+            "num_train": len(prep.train),
+            "num_test": len(prep.splits.test),
+            "normalization": {"mean": prep.mean, "std": prep.std, "computed_on": "train split"},
+            **extra,
+        },
+    )
 
 
-def summarize_views(history: list[dict[str, Any]], views: list[str], classes: tuple[str, ...]) -> dict[str, Any]:
+def summarize_views(
+    history: list[dict[str, Any]], views: list[str], classes: tuple[str, ...]
+) -> dict[str, Any]:
     """Final and best accuracy per view, and final per-class accuracy keyed by class name."""
     last = history[-1]
     out: dict[str, Any] = {"final_acc": {}, "best_acc": {}, "best_epoch": {}, "per_class_acc": {}}

@@ -33,14 +33,26 @@ VIEWS = ("test", "test_vflip")
 
 @dataclass(frozen=True)
 class Config(TrainConfig):
-    augment: str = option("none", "none; double: every image plus its flipped copy; random: flip w.p. 1/2", choices=AUGMENTS)
+    augment: str = option(
+        "none",
+        "none; double: every image plus its flipped copy; random: flip w.p. 1/2",
+        choices=AUGMENTS,
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The original report: CIFAR-10, width 64, kernel 3, batch 64, SGD lr 0.1 constant, 80 epochs.
     "report": {
-        "dataset": "cifar10", "width": 64, "kernel": 3, "batch_size": 64, "optimizer": "sgd",
-        "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 80, "augment": "none",
+        "dataset": "cifar10",
+        "width": 64,
+        "kernel": 3,
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "epochs": 80,
+        "augment": "none",
     },
 }
 RUN_ID_KEYS = ("dataset", "model", "width", "augment", "epochs", "seed")
@@ -55,9 +67,24 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
     test = to_view(prep.splits.test, prep.device)
     views = {"test": test, "test_vflip": View(vflip(test.images), test.labels)}
     record_dataset(run, prep, num_train_seen_per_epoch=len(labels))
-    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed, "random" if cfg.augment == "random" else "none")
-    history = fit(run, prep.model, prep.optimizer, train, views, prep.normalize, prep.splits.train.num_classes, spec, log=log)
-    summary = {"params": count_params(prep.model), **summarize_views(history, list(VIEWS), prep.splits.train.classes)}
+    spec = FitSpec(
+        cfg.epochs, cfg.batch_size, cfg.seed, "random" if cfg.augment == "random" else "none"
+    )
+    history = fit(
+        run,
+        prep.model,
+        prep.optimizer,
+        train,
+        views,
+        prep.normalize,
+        prep.splits.train.num_classes,
+        spec,
+        log=log,
+    )
+    summary = {
+        "params": count_params(prep.model),
+        **summarize_views(history, list(VIEWS), prep.splits.train.classes),
+    }
     summary["flip_gap"] = summary["final_acc"]["test"] - summary["final_acc"]["test_vflip"]
     run.write_summary(summary)
     return summary

@@ -3,8 +3,8 @@
 from genlab.training.device import configure_threads, physical_cores, resolve_device
 from genlab.training.engine import (
     OPTIMIZERS,
-    Normalizer,
     NonFiniteLoss,
+    Normalizer,
     View,
     epoch_generator,
     evaluate,
@@ -12,7 +12,7 @@ from genlab.training.engine import (
     make_optimizer,
     train_epoch,
 )
-from genlab.training.fit import FitSpec, fit
+from genlab.training.loop import FitSpec, fit
 
 __all__ = [
     "OPTIMIZERS",

@@ -26,7 +26,11 @@ def resolve_device(name: str) -> torch.device:
 
 def physical_cores() -> int:
     """Physical cores this process may run on (hyper-threads do not help convolutions)."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    allowed = (
+        os.sched_getaffinity(0)
+        if hasattr(os, "sched_getaffinity")
+        else set(range(os.cpu_count() or 1))
+    )
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

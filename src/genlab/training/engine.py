@@ -152,10 +152,15 @@ class View:
 def evaluate_views(
     model: nn.Module, views: Mapping[str, View], normalize: Normalizer, num_classes: int
 ) -> dict[str, dict[str, object]]:
-    return {name: evaluate(model, v.images, v.labels, normalize, num_classes) for name, v in views.items()}
+    return {
+        name: evaluate(model, v.images, v.labels, normalize, num_classes)
+        for name, v in views.items()
+    }
 
 
-def flatten_metrics(train: Mapping[str, float], views: Mapping[str, Mapping[str, object]]) -> dict[str, object]:
+def flatten_metrics(
+    train: Mapping[str, float], views: Mapping[str, Mapping[str, object]]
+) -> dict[str, object]:
     """One flat record: train_loss, train_acc, then <view>_loss, <view>_acc, <view>_per_class_acc."""
     record: dict[str, object] = {f"train_{k}": v for k, v in train.items()}
     for name, metrics in views.items():

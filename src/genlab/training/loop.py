@@ -59,8 +59,13 @@ def fit(
     for epoch in range(start + 1, spec.epochs + 1):
         with Timer(device) as t_train:
             train_metrics = train_epoch(
-                model, optimizer, train.images, train.labels, normalize,
-                batch_size=spec.batch_size, generator=epoch_generator(spec.seed, epoch),
+                model,
+                optimizer,
+                train.images,
+                train.labels,
+                normalize,
+                batch_size=spec.batch_size,
+                generator=epoch_generator(spec.seed, epoch),
                 augment=spec.augment,
             )
         check_finite(epoch, {"train_loss": train_metrics["loss"]})
@@ -91,7 +96,9 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> di
     }
 
 
-def _resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, log: LogFn) -> tuple[int, list[Record]]:
+def _resume(
+    run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, log: LogFn
+) -> tuple[int, list[Record]]:
     state = run.load_checkpoint()
     if state is None:
         return 0, run.keep_metrics(0)
@@ -105,7 +112,10 @@ def _resume(run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, log: L
 
 
 def _line(record: Record, epochs: int, views: Mapping[str, View]) -> str:
-    parts = [f"epoch {record['epoch']:>3}/{epochs}", f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"]
+    parts = [
+        f"epoch {record['epoch']:>3}/{epochs}",
+        f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}",
+    ]
     parts += [f"{name} acc {record[f'{name}_acc']:.4f}" for name in views]
     parts.append(f"{record['seconds']:.1f}s")
     return "  ".join(parts)

@@ -1,0 +1,24 @@
+"""Tiny seeded fixtures. Every test gets its own cache folder, so nothing reads ~/.cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    cache = tmp_path_factory.mktemp("genlab-cache")
+    monkeypatch.setenv("GENLAB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads() -> None:
+    torch.set_num_threads(1)  # tests compare runs; one thread keeps them cheap on a shared CPU

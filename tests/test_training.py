@@ -1,0 +1,227 @@
+"""The loop: determinism under a seed, one record per epoch, resume after SIGKILL, non-finite loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from genlab.config import with_overrides
+from genlab.launch import run_study
+from genlab.runs import CHECKPOINT, METRICS, SUMMARY, Run
+from genlab.studies import robustness
+from genlab.training import Normalizer, epoch_generator, train_epoch
+
+TINY = {
+    "dataset": "synthetic",
+    "width": 2,
+    "epochs": 3,
+    "batch_size": 32,
+    "lr": 0.05,
+    "device": "cpu",
+}
+TIMING = {"seconds", "eval_seconds"}
+
+
+def tiny_cfg(**overrides) -> robustness.Config:
+    return with_overrides(robustness.Config(), {**TINY, **overrides})
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / CHECKPOINT, weights_only=True)["model"]
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_runs_with_one_seed_give_identical_weights(tmp_path):
+    a = run_study("robustness", tiny_cfg(augment="random"), out=tmp_path / "a", log=lambda _: None)
+    b = run_study("robustness", tiny_cfg(augment="random"), out=tmp_path / "b", log=lambda _: None)
+    c = run_study(
+        "robustness", tiny_cfg(augment="random", seed=1), out=tmp_path / "c", log=lambda _: None
+    )
+    assert same_weights(weights(a), weights(b))
+    assert metrics(a) == metrics(b)
+    assert not same_weights(weights(a), weights(c))
+
+
+def test_one_metrics_record_per_epoch_with_every_view(tmp_path):
+    path = run_study("robustness", tiny_cfg(), out=tmp_path, log=lambda _: None)
+    rows = metrics(path)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        for view in ("test", "test_vflip"):
+            assert 0 <= r[f"{view}_acc"] <= 1 and r[f"{view}_loss"] > 0
+            assert len(r[f"{view}_per_class_acc"]) == 4
+    summary = json.loads((path / SUMMARY).read_text())
+    assert summary["params"] == sum(
+        t.numel() for k, t in weights(path).items() if "running" not in k and "num_batches" not in k
+    )
+    assert set(summary["per_class_acc"]["test_vflip"]) == {"class0", "class1", "class2", "class3"}
+    assert summary["final_acc"]["test"] == rows[-1]["test_acc"]
+
+
+def test_a_finished_run_is_skipped_and_force_reruns(tmp_path):
+    messages: list[str] = []
+    path = run_study("robustness", tiny_cfg(epochs=1), out=tmp_path, log=lambda _: None)
+    before = (path / SUMMARY).stat().st_mtime_ns
+    run_study("robustness", tiny_cfg(epochs=1), out=tmp_path, log=messages.append)
+    assert any("finished already" in m for m in messages)
+    assert (path / SUMMARY).stat().st_mtime_ns == before
+    run_study("robustness", tiny_cfg(epochs=1), out=tmp_path, force=True, log=lambda _: None)
+    assert (path / SUMMARY).stat().st_mtime_ns != before
+
+
+def test_resume_after_sigkill_gives_the_same_weights_and_metrics(tmp_path):
+    """Kill a real run mid-training with SIGKILL, re-run the command, compare with a clean run."""
+    args = [
+        "run",
+        "robustness",
+        "--dataset",
+        "synthetic",
+        "--width",
+        "4",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--augment",
+        "random",
+    ]
+    env = {**os.environ, "GENLAB_THREADS": "1"}
+    cmd = [sys.executable, "-m", "genlab", *args, "--out", str(tmp_path / "killed")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics_file = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list((tmp_path / "killed").rglob(METRICS))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            metrics_file = found[0]
+            break
+        time.sleep(0.005)
+    assert metrics_file is not None, (
+        proc.stderr.read().decode() if proc.poll() is not None else "timed out"
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = metrics_file.parent
+    assert not (run_dir / SUMMARY).exists()
+    killed_at = torch.load(run_dir / CHECKPOINT, weights_only=True)["epoch"]
+    assert 1 <= killed_at < 6
+
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    clean = subprocess.run(
+        [*cmd[:-1], str(tmp_path / "clean")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert clean.returncode == 0, clean.stderr
+    clean_dir = tmp_path / "clean" / run_dir.relative_to(tmp_path / "killed")
+    assert same_weights(weights(run_dir), weights(clean_dir))
+    assert metrics(run_dir) == metrics(clean_dir)
+    state = torch.load(run_dir / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 6 and "optimizer" in state and "rng" in state
+
+
+def test_a_record_written_after_the_last_checkpoint_is_dropped_on_resume(tmp_path):
+    cfg = tiny_cfg(epochs=2)
+    path = run_study("robustness", cfg, out=tmp_path / "a", log=lambda _: None)
+    # simulate a kill between appending epoch 3's record and saving its checkpoint
+    run = Run(path, "resume")
+    run.keep_metrics(1)
+    (path / SUMMARY).unlink()
+    state = torch.load(path / CHECKPOINT, weights_only=True)
+    ref = run_study("robustness", tiny_cfg(epochs=1), out=tmp_path / "b", log=lambda _: None)
+    run.save_checkpoint(torch.load(ref / CHECKPOINT, weights_only=True))
+    run.append_metrics(
+        {**metrics(path)[0], "epoch": 2, "train_loss": -1.0, "seconds": 0, "eval_seconds": 0}
+    )
+    run_study("robustness", cfg, out=tmp_path / "a", log=lambda _: None)
+    rows = metrics(path)
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] > 0
+    assert same_weights(weights(path), state["model"])
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    from genlab import cli
+    from genlab.training import loop as fit_module
+
+    real = fit_module.train_epoch
+    calls = []
+
+    def explodes_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return {**out, "loss": float("nan")} if len(calls) == 2 else out
+
+    monkeypatch.setattr(fit_module, "train_epoch", explodes_in_epoch_2)
+    args = [
+        "run",
+        "robustness",
+        "--dataset",
+        "synthetic",
+        "--width",
+        "2",
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+    ]
+    assert cli.main([*args, "--out", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error: epoch 2: training loss is nan") and "\n" not in err
+    (run_dir,) = (tmp_path / "robustness").iterdir()
+    assert torch.load(run_dir / CHECKPOINT, weights_only=True)["epoch"] == 1
+    assert [r["epoch"] for r in metrics(run_dir)] == [1]
+    assert not (run_dir / SUMMARY).exists()
+
+
+def test_epoch_generator_depends_on_seed_and_epoch_only():
+    a = torch.randperm(100, generator=epoch_generator(3, 7))
+    assert torch.equal(a, torch.randperm(100, generator=epoch_generator(3, 7)))
+    assert not torch.equal(a, torch.randperm(100, generator=epoch_generator(3, 8)))
+    assert not torch.equal(a, torch.randperm(100, generator=epoch_generator(4, 7)))
+
+
+def test_train_epoch_sees_every_image_once():
+    images = torch.randint(0, 256, (50, 8, 8, 3), dtype=torch.uint8)
+    labels = torch.arange(50) % 2
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3 * 8 * 8, 2)
+
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return self.lin(x.flatten(1))
+
+    model = Spy()
+    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    out = train_epoch(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        images,
+        labels,
+        norm,
+        batch_size=16,
+        generator=epoch_generator(0, 1),
+    )
+    assert seen == [16, 16, 16, 2] and 0 <= out["acc"] <= 1
