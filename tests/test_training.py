@@ -199,10 +199,11 @@ def test_epoch_generator_depends_on_seed_and_epoch_only():
     assert not torch.equal(a, torch.randperm(100, generator=epoch_generator(4, 7)))
 
 
-def test_train_epoch_sees_every_image_once():
+def test_train_epoch_uses_full_batches_of_distinct_images():
     images = torch.randint(0, 256, (50, 8, 8, 3), dtype=torch.uint8)
     labels = torch.arange(50) % 2
     seen = []
+    pixels = []
 
     class Spy(torch.nn.Module):
         def __init__(self):
@@ -211,6 +212,7 @@ def test_train_epoch_sees_every_image_once():
 
         def forward(self, x):
             seen.append(x.shape[0])
+            pixels.append(x.detach().flatten(1))
             return self.lin(x.flatten(1))
 
     model = Spy()
@@ -224,4 +226,5 @@ def test_train_epoch_sees_every_image_once():
         batch_size=16,
         generator=epoch_generator(0, 1),
     )
-    assert seen == [16, 16, 16, 2] and 0 <= out["acc"] <= 1
+    assert seen == [16, 16, 16] and 0 <= out["acc"] <= 1  # the ragged last batch of 2 is dropped
+    assert len(torch.unique(torch.cat(pixels), dim=0)) == 48  # no image twice in one epoch

@@ -56,16 +56,20 @@ class Normalizer:
 
     scale: torch.Tensor  # (1, C, 1, 1): 1 / (255 std)
     shift: torch.Tensor  # (1, C, 1, 1): -mean / std
+    channels_last: bool = True  # False: contiguous NCHW (only for benchmarks/ to compare)
 
     @classmethod
-    def from_stats(cls, mean: list[float], std: list[float], device: torch.device) -> Normalizer:
+    def from_stats(
+        cls, mean: list[float], std: list[float], device: torch.device, channels_last: bool = True
+    ) -> Normalizer:
         m = torch.tensor(mean, dtype=torch.float64)
         s = torch.tensor(std, dtype=torch.float64)
         as4d = lambda t: t.to(torch.float32).view(1, -1, 1, 1).to(device)  # noqa: E731
-        return cls(as4d(1.0 / (255.0 * s)), as4d(-m / s))
+        return cls(as4d(1.0 / (255.0 * s)), as4d(-m / s), channels_last)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return images.permute(0, 3, 1, 2).float().mul_(self.scale).add_(self.shift)
+        x = images.permute(0, 3, 1, 2).float().mul_(self.scale).add_(self.shift)
+        return x if self.channels_last else x.contiguous()
 
 
 def _autocast(device: torch.device):
@@ -90,8 +94,12 @@ def train_epoch(
     device = images.device
     order = torch.randperm(len(images), generator=generator).to(device)
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches.pop()  # BatchNorm cannot train on one sample; it is drawn elsewhere next epoch
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        # Drop the ragged last batch (its images fall elsewhere in the next epoch's order): a
+        # BatchNorm step on a handful of images is a large, noisy step and skews the running
+        # statistics. Measured on digits (1,347 = 21 x 64 + 3): keeping a 3-image last batch
+        # sent eval-mode test accuracy from 0.83 to 0.27 between two epochs at lr 0.01.
+        batches.pop()
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0

@@ -1,0 +1,188 @@
+"""Training and evaluation throughput: genlab's engine against a naive homework-style loop.
+
+Same process, same data, engines alternating window by window (this machine is noisy: medians
+and the spread over windows are what to quote). The naive loop is what a typical course
+assignment writes: a torch Dataset returning one decoded, per-image normalized float tensor, a
+DataLoader with batch 64 and shuffle, and a per-batch transfer to the device.
+
+    python benchmarks/bench_training.py                       # widths 4 and 64, CPU
+    python benchmarks/bench_training.py --widths 4 16 --windows 5 --out runs/bench/training.json
+
+Data: ../shared/data/cifar10-jpeg when present, else random images of CIFAR-10's shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from genlab.data import channel_stats, load_dataset
+from genlab.models import Conv4
+from genlab.training import (
+    Normalizer,
+    configure_threads,
+    epoch_generator,
+    evaluate,
+    resolve_device,
+    train_epoch,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+
+
+def load_images(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    if SHARED.is_dir():
+        train = load_dataset("cifar10", SHARED, quiet=True).train
+        return train.images[:n], train.labels[:n], "cifar10-jpeg"
+    g = torch.Generator().manual_seed(0)
+    return (
+        torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n,), generator=g),
+        "synthetic",
+    )
+
+
+class NaiveDataset(torch.utils.data.Dataset):
+    """One image at a time: decode to float, normalize per image, CHW."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, mean: list[float], std: list[float]
+    ):
+        self.images, self.labels = images.numpy(), labels.numpy()
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(self.images[i]).permute(2, 0, 1).float() / 255.0
+        return (x - self.mean) / self.std, int(self.labels[i])
+
+
+def naive_train(model, opt, loader, device) -> None:
+    model.train()
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def naive_eval(model, loader, device) -> None:
+    model.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
+
+
+def bench_width(width: int, images, labels, windows: int, device) -> dict:
+    n = len(images)
+    mean, std = channel_stats(images)
+    engines = {}
+    for name in ("genlab", "genlab_nchw", "naive"):
+        torch.manual_seed(0)
+        model = Conv4(width).to(device)
+        if name == "genlab":
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        engines[name] = (model, opt)
+    norm_cl = Normalizer.from_stats(mean, std, device, channels_last=True)
+    norm_nchw = Normalizer.from_stats(mean, std, device, channels_last=False)
+    x_dev, y_dev = images.to(device), labels.to(device)
+    loader = torch.utils.data.DataLoader(
+        NaiveDataset(images, labels, mean, std), batch_size=64, shuffle=True
+    )
+    eval_loader = torch.utils.data.DataLoader(
+        NaiveDataset(images, labels, mean, std), batch_size=1024
+    )
+    train_ips = {k: [] for k in engines}
+    eval_ips = {k: [] for k in engines}
+    for w in range(windows + 1):  # window 0 warms up and is discarded
+        for name, (model, opt) in engines.items():
+            t = time.perf_counter()
+            if name == "naive":
+                naive_train(model, opt, loader, device)
+            else:
+                norm = norm_cl if name == "genlab" else norm_nchw
+                train_epoch(
+                    model, opt, x_dev, y_dev, norm, batch_size=64, generator=epoch_generator(0, w)
+                )
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t
+            t = time.perf_counter()
+            if name == "naive":
+                naive_eval(model, eval_loader, device)
+            else:
+                evaluate(model, x_dev, y_dev, norm_cl if name == "genlab" else norm_nchw, 10)
+            de = time.perf_counter() - t
+            if w:
+                train_ips[name].append(n / dt)
+                eval_ips[name].append(n / de)
+
+    def stats(values):
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    out = {
+        name: {"train_img_per_s": stats(train_ips[name]), "eval_img_per_s": stats(eval_ips[name])}
+        for name in engines
+    }
+    base = out["naive"]["train_img_per_s"]["median"]
+    for name in engines:
+        out[name]["train_speedup_vs_naive"] = out[name]["train_img_per_s"]["median"] / base
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--widths", type=int, nargs="+", default=[4, 64])
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument(
+        "--images", type=int, nargs="+", default=None, help="images per window, per width"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/training.json"))
+    args = parser.parse_args()
+    threads = configure_threads()
+    device = resolve_device(args.device)
+    sizes = args.images or [4096 if w <= 8 else 512 for w in args.widths]
+    images, labels, source = load_images(max(sizes))
+    results = {
+        "device": str(device),
+        "threads": threads,
+        "data": source,
+        "torch": torch.__version__,
+        "widths": {},
+    }
+    print(
+        f"device {device}, {threads} threads, data {source}, {args.windows} windows (medians, [min, max])"
+    )
+    print(f"{'width':>5} {'engine':<12} {'train img/s':>24} {'x naive':>8} {'eval img/s':>24}")
+    for width, n in zip(args.widths, sizes, strict=True):
+        r = bench_width(width, images[:n], labels[:n], args.windows, device)
+        results["widths"][str(width)] = {"images_per_window": n, **r}
+        for name, v in r.items():
+            t, e = v["train_img_per_s"], v["eval_img_per_s"]
+            print(
+                f"{width:>5} {name:<12} {t['median']:>9.0f} [{t['min']:>5.0f}, {t['max']:>5.0f}] "
+                f"{v['train_speedup_vs_naive']:>7.2f}x {e['median']:>9.0f} [{e['min']:>5.0f}, {e['max']:>5.0f}]"
+            )
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"peak RSS {results['peak_rss_mib']:.0f} MiB; written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
