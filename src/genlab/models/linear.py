@@ -69,11 +69,12 @@ def min_norm_gram(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def outside_row_space(dec: Decomposition, b: np.ndarray) -> np.ndarray:
-    """Norms of the components of b (p,) or of each row of B (T, p) orthogonal to X's row space."""
+    """Norms of the components of b (p,) or of each row of B (T, p) orthogonal to X's row space.
+
+    Computed as ``|b - V V^T b|`` rather than ``sqrt(|b|^2 - |V^T b|^2)``: the latter cancels and
+    reports ~1e-8 |b| for a vector exactly in the row space."""
     b = np.asarray(b)
-    coef = b @ dec.vt.T  # (..., rank)
-    total = np.sum(b * b, axis=-1)
-    return np.sqrt(np.maximum(total - np.sum(coef * coef, axis=-1), 0.0))
+    return np.linalg.norm(b - (b @ dec.vt.T) @ dec.vt, axis=-1)
 
 
 def project_null_space(dec: Decomposition, b: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 
 from genlab.config import option
 from genlab.data import DATASETS, ImageDataset, Splits, channel_stats, load_dataset, take_subset
+from genlab.errors import GenlabError
 from genlab.models import MODELS, make_model
 from genlab.runs import DATASET, Run
 from genlab.training import OPTIMIZERS, Normalizer, View, make_optimizer, resolve_device
@@ -40,8 +41,6 @@ class TrainConfig:
     device: str = option("auto", "device", choices=DEVICES, identity=False)
 
     def __post_init__(self) -> None:
-        from genlab.errors import GenlabError
-
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise GenlabError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
