@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from genlab.data import channel_stats, load_dataset
 from genlab.models import Conv4
+from genlab.models.grouped import GroupedConv4
 from genlab.training import (
     Normalizer,
     configure_threads,
@@ -33,6 +34,7 @@ from genlab.training import (
     resolve_device,
     train_epoch,
 )
+from genlab.training.grouped import train_epoch_grouped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 
@@ -142,6 +144,54 @@ def bench_width(width: int, images, labels, windows: int, device) -> dict:
     return out
 
 
+def bench_group(width: int, k: int, images, labels, windows: int, device) -> dict:
+    """K models trained one after another vs the same K in one grouped pass (aggregate img/s)."""
+    n = len(images)
+    mean, std = channel_stats(images)
+    norm = Normalizer.from_stats(mean, std, device)
+    wide = Normalizer(norm.scale.repeat(1, k, 1, 1), norm.shift.repeat(1, k, 1, 1))
+    x, y = images.to(device), torch.stack([labels.roll(i) for i in range(k)]).to(device)
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(Conv4(width).to(device, memory_format=torch.channels_last))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01) for m in models]
+    grouped = GroupedConv4(models).to(device, memory_format=torch.channels_last)
+    gopt = torch.optim.SGD(grouped.parameters(), lr=0.01)
+    seq, grp = [], []
+    for w in range(windows + 1):
+        t = time.perf_counter()
+        for i in range(k):
+            train_epoch(
+                models[i], opts[i], x, y[i], norm, batch_size=64, generator=epoch_generator(i, w)
+            )
+        _sync(device)
+        dt_seq = time.perf_counter() - t
+        t = time.perf_counter()
+        gens = [epoch_generator(i, w) for i in range(k)]
+        train_epoch_grouped(grouped, gopt, x, y, wide, batch_size=64, generators=gens)
+        _sync(device)
+        dt_grp = time.perf_counter() - t
+        if w:
+            seq.append(k * n / dt_seq)
+            grp.append(k * n / dt_grp)
+    return {
+        "k": k,
+        "sequential_img_per_s": _stats(seq),
+        "grouped_img_per_s": _stats(grp),
+        "speedup": statistics.median(grp) / statistics.median(seq),
+    }
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _stats(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,6 +202,7 @@ def main() -> None:
         "--images", type=int, nargs="+", default=None, help="images per window, per width"
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--group", type=int, default=8, help="K width-4 models at once (0: skip)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/training.json"))
     args = parser.parse_args()
     threads = configure_threads()
@@ -178,6 +229,15 @@ def main() -> None:
                 f"{width:>5} {name:<12} {t['median']:>9.0f} [{t['min']:>5.0f}, {t['max']:>5.0f}] "
                 f"{v['train_speedup_vs_naive']:>7.2f}x {e['median']:>9.0f} [{e['min']:>5.0f}, {e['max']:>5.0f}]"
             )
+    if args.group:
+        g = bench_group(
+            4, args.group, images[: sizes[0] // 2], labels[: sizes[0] // 2], args.windows, device
+        )
+        results["group"] = g
+        print(
+            f"K={g['k']} width-4 models: sequential {g['sequential_img_per_s']['median']:.0f} img/s, "
+            f"grouped {g['grouped_img_per_s']['median']:.0f} img/s (aggregate): {g['speedup']:.2f}x"
+        )
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

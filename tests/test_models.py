@@ -25,10 +25,33 @@ def test_spatial_sizes_follow_the_report(kernel):
     sizes = []
     for layer in model.features:
         x = layer(x)
-        if isinstance(layer, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)):
+        if isinstance(layer, torch.nn.ReLU):  # the end of a block
             sizes.append(x.shape[-1])
     assert sizes == [32, 16, 8, 1]
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def _report_order(model: Conv4) -> torch.nn.Module:
+    """The same weights in the report's literal order: conv -> BN -> ReLU -> MaxPool(1, 2, 2, 8)."""
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in model.features if isinstance(m, torch.nn.BatchNorm2d)]
+    layers = []
+    for conv, norm, pool in zip(convs, norms, (1, 2, 2, 8), strict=True):
+        layers += [conv, norm, torch.nn.ReLU(), torch.nn.MaxPool2d(pool)]
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), model.classifier)
+
+
+def test_pooling_before_relu_is_exactly_the_report_block():
+    torch.manual_seed(0)
+    model = Conv4(width=3, kernel=3).double()
+    reference = _report_order(model)
+    x = torch.randn(8, 3, 32, 32, dtype=torch.double)
+    out = model(x)
+    ref = reference(x)
+    assert torch.equal(out, ref)
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(grads, ref_grads, strict=True))
 
 
 @pytest.mark.parametrize("kernel", [2, 4, 0])

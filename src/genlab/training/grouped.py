@@ -1,0 +1,197 @@
+"""Train K small models in one pass: a seed sweep, a noise sweep or a grid cell row at once.
+
+Each member keeps its own run folder, initialization, labels, data order (its seed's
+``epoch_generator``) and optimizer state, and is saved every epoch exactly as ``fit`` saves a
+single run (same checkpoint, same metrics records), so a member can be resumed alone and its
+results equal training it alone up to float summation order. Members that are at the same epoch
+train together as one ``GroupedConv4``; a member that stops early (or is behind after a resume)
+simply leaves (or joins) the group, which is rebuilt from the members' plain states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from genlab.models.conv4 import Conv4
+from genlab.models.grouped import GroupedConv4
+from genlab.runs import Run
+from genlab.training.engine import (
+    LogFn,
+    Normalizer,
+    Timer,
+    View,
+    check_finite,
+    epoch_generator,
+    evaluate_views,
+    flatten_metrics,
+)
+from genlab.training.loop import FitSpec, Record, _line, _resume, _state
+
+OptimizerFactory = Callable[[object], torch.optim.Optimizer]
+
+
+@dataclass
+class Member:
+    """One run trained inside a group."""
+
+    run: Run
+    model: Conv4  # its plain weights between epochs (on the device, channels_last)
+    optimizer: torch.optim.Optimizer  # over ``model``'s parameters
+    images: torch.Tensor  # (N, H, W, C) uint8 on the device; members may share one tensor
+    labels: torch.Tensor  # (N,) int64 on the device: the labels it is fitted to
+    normalize: Normalizer
+    views: Mapping[str, View]
+    seed: int
+    stop: Callable[[Record], bool] | None = None
+    epoch: int = 0
+    history: list[Record] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.history and self.history[-1].get("stopped"))
+
+
+def group(
+    members: Sequence[Member], make_optimizer: OptimizerFactory
+) -> tuple[GroupedConv4, torch.optim.Optimizer]:
+    """One grouped model and optimizer holding the members' current weights and optimizer state."""
+    model = GroupedConv4([m.model for m in members]).to(
+        members[0].model.classifier.weight.device, memory_format=torch.channels_last
+    )
+    optimizer = make_optimizer(model.parameters())
+    plain_states = [m.optimizer.state_dict()["state"] for m in members]
+    for index, param in enumerate(model.parameters()):  # the same order as a plain Conv4's
+        if index not in plain_states[0]:
+            continue
+        merged = {}
+        for key, first in plain_states[0][index].items():
+            if first.ndim == 0:  # e.g. Adam's step count: the same for members at one epoch
+                merged[key] = first.clone()
+            else:
+                merged[key] = torch.cat(
+                    [s[index][key].reshape(-1, *param.shape[1:]) for s in plain_states]
+                )
+        optimizer.state[param] = merged
+    return model, optimizer
+
+
+def ungroup(
+    model: GroupedConv4, optimizer: torch.optim.Optimizer, members: Sequence[Member]
+) -> None:
+    """Copy the group's weights and optimizer state back into each member's plain objects."""
+    params = dict(model.named_parameters())
+    for k, member in enumerate(members):
+        member.model.load_state_dict(model.member_state(k))
+        state = member.optimizer.state_dict()
+        for index, (name, plain) in enumerate(member.model.named_parameters()):
+            grouped_state = optimizer.state.get(params[name], {})
+            if grouped_state:
+                state["state"][index] = {
+                    key: (
+                        value.clone()
+                        if value.ndim == 0
+                        else model.member_view(name, value)[k].reshape(plain.shape).clone()
+                    )
+                    for key, value in grouped_state.items()
+                }
+        member.optimizer.load_state_dict(state)
+
+
+def train_epoch_grouped(
+    model: GroupedConv4,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,  # (N, H, W, C) uint8 shared by all members, or (K, N, H, W, C)
+    labels: torch.Tensor,  # (K, N) int64: each member's labels
+    normalize: Normalizer,  # for K*C channels
+    *,
+    batch_size: int,
+    generators: Sequence[torch.Generator],
+) -> list[dict[str, float]]:
+    """One epoch for every member, each in its own seeded order (as ``train_epoch`` draws it)."""
+    model.train()
+    k, n = labels.shape
+    device = labels.device
+    order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)  # (K, N)
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] < batch_size:
+        starts.pop()  # the ragged last batch is dropped, as in train_epoch
+    members = torch.arange(k, device=device)[:, None]
+    total_loss = torch.zeros(k, dtype=torch.float64, device=device)
+    correct = torch.zeros(k, dtype=torch.int64, device=device)
+    seen = 0
+    for start in starts:
+        index = order[:, start : start + batch_size]  # (K, B)
+        b = index.shape[1]
+        x = images[index] if images.ndim == 4 else images[members, index]  # (K, B, H, W, C)
+        x = x.permute(1, 2, 3, 0, 4).reshape(b, x.shape[2], x.shape[3], -1)  # (B, H, W, K*C)
+        y = labels.gather(1, index)  # (K, B)
+        logits = model(normalize(x))  # (B, K, classes)
+        losses = F.cross_entropy(logits.transpose(1, 2), y.T, reduction="none").mean(0)  # (K,)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # members share no weight: each gets its own loss's gradient
+        optimizer.step()
+        total_loss += losses.detach().double() * b
+        correct += (logits.detach().argmax(2) == y.T).sum(0)
+        seen += b
+    return [
+        {"loss": total_loss[i].item() / seen, "acc": correct[i].item() / seen} for i in range(k)
+    ]
+
+
+def fit_group(
+    members: Sequence[Member],
+    make_optimizer: OptimizerFactory,
+    num_classes: int,
+    spec: FitSpec,  # epochs and batch size; each member's seed is its own
+    *,
+    log: LogFn = print,
+) -> list[list[Record]]:
+    """Train every member to ``spec.epochs`` (or its stop), grouping those at the same epoch."""
+    if spec.augment != "none":
+        raise ValueError("grouped training takes no augmentation")
+    device = members[0].labels.device
+    for m in members:
+        m.epoch, m.history = _resume(m.run, m.model, m.optimizer, log)
+    cohort_key: tuple[int, ...] | None = None
+    while active := [m for m in members if not m.done and m.epoch < spec.epochs]:
+        epoch = min(m.epoch for m in active) + 1
+        cohort = [m for m in active if m.epoch == epoch - 1]
+        if tuple(map(id, cohort)) != cohort_key:  # first pass, a member stopped, or one caught up
+            cohort_key = tuple(map(id, cohort))
+            model, optimizer = group(cohort, make_optimizer)
+            shared = all(m.images is cohort[0].images for m in cohort)
+            images = cohort[0].images if shared else torch.stack([m.images for m in cohort])
+            labels = torch.stack([m.labels for m in cohort])
+            wide = Normalizer(
+                torch.cat([m.normalize.scale for m in cohort], 1),
+                torch.cat([m.normalize.shift for m in cohort], 1),
+            )
+        with Timer(device) as t_train:
+            results = train_epoch_grouped(
+                model,
+                optimizer,
+                images,
+                labels,
+                wide,
+                batch_size=spec.batch_size,
+                generators=[epoch_generator(m.seed, epoch) for m in cohort],
+            )
+        ungroup(model, optimizer, cohort)
+        for m, train_metrics in zip(cohort, results, strict=True):
+            check_finite(epoch, {"train_loss": train_metrics["loss"]})
+            with Timer(device) as t_eval:
+                view_metrics = evaluate_views(m.model, m.views, m.normalize, num_classes)
+            record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
+            record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
+            record["seconds"] = t_train.seconds / len(cohort)  # its share of the grouped pass
+            record["eval_seconds"] = t_eval.seconds
+            m.run.append_metrics(record)
+            m.run.save_checkpoint(_state(m.model, m.optimizer, epoch))
+            m.history.append(record)
+            m.epoch = epoch
+            log(f"[{m.run.path.name}] " + _line(record, spec.epochs, m.views))
+    return [m.history for m in members]
