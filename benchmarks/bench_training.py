@@ -86,6 +86,49 @@ def naive_eval(model, loader, device) -> None:
             model(x.to(device)).argmax(1).eq(y.to(device)).sum().item()
 
 
+def conv4_flops(width: int, kernel: int = 3, size: int = 32, num_classes: int = 10) -> float:
+    """Forward FLOPs of Conv-4 on one image (2 per multiply-add; convs and the classifier)."""
+    widths, sides = (3, width, 2 * width, 4 * width, 8 * width), (size, size, size // 2, size // 4)
+    convs = sum(
+        2 * s * s * c_in * c_out * kernel**2
+        for s, c_in, c_out in zip(sides, widths[:-1], widths[1:], strict=True)
+    )
+    return float(convs + 2 * 8 * width * num_classes)
+
+
+def conv_peak(device, windows: int) -> dict:
+    """GFLOP/s of a large 3x3 convolution, forward + backward (3x the forward FLOPs), channels_last."""
+    x = (
+        torch.randn(64, 128, 32, 32, device=device)
+        .to(memory_format=torch.channels_last)
+        .requires_grad_()
+    )
+    conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(device, memory_format=torch.channels_last)
+    flops = 3 * 2 * 64 * 32 * 32 * 128 * 128 * 9
+    rates = []
+    for w in range(windows + 1):
+        t = time.perf_counter()
+        for _ in range(3):
+            conv(x).sum().backward()
+        _sync(device)
+        if w:
+            rates.append(3 * flops / (time.perf_counter() - t) / 1e9)
+    return _stats(rates)
+
+
+def load_seconds(windows: int) -> dict | None:
+    """Seconds to load CIFAR-10 (the image folder) from genlab's cache, after a first load."""
+    if not SHARED.is_dir():
+        return None
+    load_dataset("cifar10", SHARED, quiet=True)
+    times = []
+    for _ in range(windows):
+        t = time.perf_counter()
+        load_dataset("cifar10", SHARED, quiet=True)
+        times.append(time.perf_counter() - t)
+    return _stats(times)
+
+
 def bench_width(width: int, images, labels, windows: int, device) -> dict:
     n = len(images)
     mean, std = channel_stats(images)
@@ -229,6 +272,29 @@ def main() -> None:
                 f"{width:>5} {name:<12} {t['median']:>9.0f} [{t['min']:>5.0f}, {t['max']:>5.0f}] "
                 f"{v['train_speedup_vs_naive']:>7.2f}x {e['median']:>9.0f} [{e['min']:>5.0f}, {e['max']:>5.0f}]"
             )
+    peak = conv_peak(device, args.windows)
+    results["conv_peak_gflops"] = peak
+    print(
+        f"3x3 conv peak (fwd+bwd, 64x128x32x32): {peak['median']:.0f} GFLOP/s [{peak['min']:.0f}, {peak['max']:.0f}]"
+    )
+    for width, r in results["widths"].items():
+        flops = 3 * conv4_flops(int(width))  # forward + backward per training image
+        for v in r.values():
+            if isinstance(v, dict) and "train_img_per_s" in v:
+                v["train_gflops"] = flops * v["train_img_per_s"]["median"] / 1e9
+                v["share_of_conv_peak"] = v["train_gflops"] / peak["median"]
+        shares = ", ".join(
+            f"{n} {v['train_gflops']:.0f} GFLOP/s ({v['share_of_conv_peak']:.0%})"
+            for n, v in r.items()
+            if isinstance(v, dict) and "train_gflops" in v
+        )
+        print(f"width {width} ({conv4_flops(int(width)) / 1e6:.1f} MFLOP/image forward): {shares}")
+    load = load_seconds(args.windows)
+    if load is not None:
+        results["cifar10_cache_load_seconds"] = load
+        print(
+            f"CIFAR-10 (image folder) from cache: {load['median']:.3f} s [{load['min']:.3f}, {load['max']:.3f}]"
+        )
     if args.group:
         g = bench_group(
             4, args.group, images[: sizes[0] // 2], labels[: sizes[0] // 2], args.windows, device

@@ -53,6 +53,9 @@ def test_run_robustness_end_to_end(tmp_path, capsys):
         "accuracy.png",
         "per_class_accuracy.png",
         "per_class_bars.png",
+        "views_heatmap.png",  # the eight views after the last epoch (--views all)
+        "views_table.md",
+        "invariance.png",
     }
 
 
@@ -148,6 +151,20 @@ def test_figures_command_redraws(tmp_path, capsys):
     for png in (run_dir / FIGURES).iterdir():
         png.unlink()
     code, out, _ = run_cli(capsys, "figures", str(tmp_path))
-    assert code == 0 and len(list((run_dir / FIGURES).glob("*.png"))) == 3
+    assert code == 0 and len(list((run_dir / FIGURES).glob("*.png"))) == 5  # 3 + views, invariance
     code, _, err = run_cli(capsys, "figures", str(tmp_path / "none"))
     assert code == 1 and "no run folders found" in err
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from genlab.fileio import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644

@@ -106,11 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(module, "grid"):
             p.add_argument(
                 "--grid",
+                *getattr(module, "GRID_ALIASES", ()),  # e.g. robustness: --compare
+                dest="grid",
                 action="store_true",
-                help="run the study's grid of configs under one parent folder",
+                help=getattr(
+                    module, "GRID_HELP", "run the study's grid of configs under one parent folder"
+                ),
             )
         add_config_flags(p, module.Config)
         _common_flags(p)
+        p.add_argument(
+            "--tensorboard",
+            action="store_true",
+            help="also write the per-epoch scalars as TensorBoard events in the run folder "
+            "(needs: pip install 'genlab[tensorboard]')",
+        )
 
     demo = sub.add_parser(
         "demo", help="every study, small, on the embedded digits (about a minute on 2 cores)"
@@ -120,6 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     figures = sub.add_parser("figures", help="(re)draw the figures of run folders")
     figures.add_argument("runs", nargs="+", type=Path)
+
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a trained run on views of its test split (flips, rotations)"
+    )
+    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument(
+        "--views",
+        nargs="+",
+        default=["all"],
+        help="all (default), or names: identity vflip hflip rot90 rot180 rot270 transpose "
+        "antitranspose",
+    )
+    evaluate.add_argument("--data-dir", help="folder holding the dataset, if not the run's")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page for run folders (or folders holding them)"
+    )
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_FOLDER")
+    report.add_argument(
+        "--out", type=Path, default=Path("runs") / "report", help="(default: runs/report)"
+    )
     return parser
 
 
@@ -139,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from genlab.training import configure_threads
 
     configure_threads()
-    log = (lambda _msg: None) if args.command != "figures" and args.quiet else print
+    log = (lambda _msg: None) if getattr(args, "quiet", False) else print
     if args.command == "run":
         from genlab.launch import run_study
         from genlab.studies import STUDIES
@@ -148,7 +180,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _run_grid(args, log)
         cfg = resolve_config(STUDIES[args.study], args)
         log(f"{args.study} config: {json.dumps(to_dict(cfg), sort_keys=True)}")
-        path = run_study(args.study, cfg, out=args.out, force=args.force, quiet=args.quiet, log=log)
+        path = run_study(
+            args.study,
+            cfg,
+            out=args.out,
+            force=args.force,
+            quiet=args.quiet,
+            log=log,
+            tensorboard=args.tensorboard,
+        )
         print(f"results: {path}")
         return 0
     if args.command == "demo":
@@ -166,6 +206,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in runs:
             for file in plot_run(path):
                 print(file)
+        for folder in map(Path, args.runs):  # a --grid parent folder: its comparison figures too
+            if folder.name.startswith("grid-") and not (folder / "config.json").exists():
+                from genlab.reporting.figures import plot_grid
+
+                for file in plot_grid(find_runs([folder]), folder / "figures"):
+                    print(file)
+        return 0
+    if args.command == "eval":
+        from genlab.reporting.views_figures import plot_views
+        from genlab.studies.views import evaluate_run
+
+        evaluate_run(args.run, args.views, data_dir=args.data_dir, device=args.device, log=print)
+        for file in plot_views(args.run):
+            print(file)
+        return 0
+    if args.command == "report":
+        from genlab.reporting.html import build_report
+        from genlab.runs import find_runs
+
+        if not find_runs(args.runs):
+            raise GenlabError(f"{' '.join(map(str, args.runs))}: no run folders found")
+        print(f"report: {build_report(args.runs, args.out)}")
         return 0
     raise AssertionError(args.command)
 
@@ -176,7 +238,7 @@ def _run_grid(args: argparse.Namespace, log: Any) -> int:
     import hashlib
 
     from genlab.config import run_id
-    from genlab.launch import run_study
+    from genlab.launch import run_together
     from genlab.reporting.figures import plot_grid
     from genlab.studies import STUDIES
 
@@ -190,21 +252,26 @@ def _run_grid(args: argparse.Namespace, log: Any) -> int:
         args.out / args.study / ("grid-" + hashlib.sha256(" ".join(ids).encode()).hexdigest()[:8])
     )
     log(f"{args.study} grid: {len(cfgs)} runs under {parent}")
-    paths = []
-    for i, (cfg, name) in enumerate(zip(cfgs, ids, strict=True), 1):
-        log(f"\n== grid run {i}/{len(cfgs)}: {name} ==")
-        log(f"{args.study} config: {json.dumps(to_dict(cfg), sort_keys=True)}")
-        paths.append(
-            run_study(
-                args.study,
-                cfg,
-                out=args.out,
-                force=args.force,
-                quiet=args.quiet,
-                log=log,
-                path=parent / name,
-            )
+    for cfg, name in zip(cfgs, ids, strict=True):
+        log(f"  {name}: {json.dumps(to_dict(cfg), sort_keys=True)}")
+    # runs that differ only in what a grouped model can hold (label noise, seed) train together
+    key = getattr(module, "group_key", lambda cfg: None)
+    groups: dict[Any, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        k = key(cfg)
+        groups.setdefault(i if k is None else k, []).append(i)
+    for members in groups.values():
+        log(f"\n== {args.study}: {', '.join(ids[i] for i in members)} ==")
+        run_together(
+            args.study,
+            [cfgs[i] for i in members],
+            [parent / ids[i] for i in members],
+            force=args.force,
+            quiet=args.quiet,
+            log=log,
+            tensorboard=args.tensorboard,
         )
+    paths = [parent / name for name in ids]
     for file in plot_grid(paths, parent / "figures"):
         log(str(file))
     print(f"results: {parent}")

@@ -18,6 +18,9 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files private; results are meant to be read
     try:
         with os.fdopen(fd, mode) as f:
             write(f)

@@ -9,6 +9,10 @@ A run folder holds::
     metrics.jsonl   one JSON object per epoch, appended and flushed
     checkpoint.pt   model, optimizer, epoch, RNG states (atomic; torch.load(weights_only=True))
     summary.json    written last: its presence marks the run finished
+    tensorboard/    with --tensorboard: the per-epoch scalars of metrics.jsonl as TensorBoard events
+    views.json      accuracy on named views of the test split (flips, rotations), added to by
+                    ``genlab eval RUN --views ...``
+    invariance.json per-layer equivariance and invariance (cosine, linear CKA) under a view
 
 Every whole-file write is atomic (genlab.fileio).
 """
@@ -35,15 +39,20 @@ DATASET = "dataset.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
+VIEW_RESULTS = "views.json"
+INVARIANCE = "invariance.json"
 FIGURES = "figures"
+TENSORBOARD = "tensorboard"
 
 
 @dataclass
 class Run:
-    """An open run folder. ``state`` is "new", "resume" or "finished"."""
+    """An open run folder. ``state`` is "new", "resume" or "finished"; ``tensorboard``: the
+    training loop also writes its per-epoch scalars as TensorBoard events (``--tensorboard``)."""
 
     path: Path
     state: str
+    tensorboard: bool = False
 
     @classmethod
     def open(cls, path: Path, config: dict[str, Any], *, force: bool = False) -> Run:

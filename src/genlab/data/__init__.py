@@ -7,6 +7,8 @@ from pathlib import Path
 from genlab.data.cifar10 import load_cifar10, load_image_folder
 from genlab.data.dataset import ImageDataset, Splits, channel_stats, take_subset
 from genlab.data.digits import load_digits
+from genlab.data.labels import NOISE_MODES, corrupt_labels
+from genlab.data.randomize import RANDOMIZATIONS, randomize_images
 from genlab.data.synthetic import make_synthetic
 from genlab.errors import GenlabError
 
@@ -14,14 +16,18 @@ DATASETS = ("digits", "cifar10", "synthetic")
 
 __all__ = [
     "DATASETS",
+    "NOISE_MODES",
+    "RANDOMIZATIONS",
     "ImageDataset",
     "Splits",
     "channel_stats",
+    "corrupt_labels",
     "load_dataset",
     "load_cifar10",
     "load_digits",
     "load_image_folder",
     "make_synthetic",
+    "randomize_images",
     "take_subset",
 ]
 

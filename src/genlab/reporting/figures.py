@@ -70,17 +70,27 @@ def plot_run(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     study = read_json(run_dir / CONFIG)["study"]
     if study == "robustness":
-        return plot_robustness(run_dir)
+        from genlab.reporting.views_figures import plot_views
+
+        return plot_robustness(run_dir) + plot_views(run_dir)
     if study in ("random-labels", "memorization-map"):
         from genlab.reporting import random_labels_figures
 
         return random_labels_figures.plot_run(run_dir, study)
+    if study == "linreg":
+        from genlab.reporting import linreg_figures
+
+        return linreg_figures.plot_run(run_dir)
     return []
 
 
 def plot_grid(run_dirs: list[Path], out: Path) -> list[Path]:
     """Figures comparing the runs of one grid (``genlab run STUDY --grid``), drawn into ``out``."""
     studies = {read_json(Path(d) / CONFIG)["study"] for d in run_dirs}
+    if studies == {"robustness"}:  # ``genlab run robustness --compare``
+        from genlab.reporting.views_figures import plot_compare
+
+        return plot_compare(run_dirs, out)
     if studies == {"random-labels"}:
         from genlab.reporting import random_labels_figures
 
@@ -165,11 +175,12 @@ def plot_robustness(run_dir: Path) -> list[Path]:
         )
         ax.set(
             ylabel="final accuracy (fraction correct)",
-            ylim=(0, 1.02),
+            ylim=(0, 1.2),  # headroom: the legend sits above bars that reach 1
+            yticks=np.linspace(0, 1, 6),
             title=f"Final per-class accuracy\n{title}",
         )
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend()
+        ax.legend(loc="upper center", ncol=2)
         files.append(_save(fig, out / "per_class_bars.png"))
     return files

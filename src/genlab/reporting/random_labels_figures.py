@@ -83,15 +83,13 @@ def plot_run(run_dir: Path, study: str) -> list[Path]:
         label=SUBSET_LABELS["train"],
     )
     for v in views:
-        ax_loss.plot(
-            epochs,
-            [m[f"{v}_loss"] for m in metrics],
-            color=SUBSET_COLORS[v],
-            label=SUBSET_LABELS[v],
-        )
-        ax_acc.plot(
-            epochs, [m[f"{v}_acc"] for m in metrics], color=SUBSET_COLORS[v], label=SUBSET_LABELS[v]
-        )
+        style = {
+            "color": SUBSET_COLORS[v],
+            "label": SUBSET_LABELS[v],
+            "ls": "--" if v == "train_true" else "-",
+        }
+        ax_loss.plot(epochs, [m[f"{v}_loss"] for m in metrics], **style)
+        ax_acc.plot(epochs, [m[f"{v}_acc"] for m in metrics], **style)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (fraction correct)", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
@@ -209,6 +207,8 @@ def plot_map(run_dir: Path) -> list[Path]:
     noise = sorted({c["label_noise"] for c in cells})
     params = {c["width"]: c["params"] for c in cells}
     n = cells[0]["num_train"]
+    cfg = read_json(run_dir / CONFIG)["config"]
+    stop, budget = cfg["stop_at_train_acc"], cfg["epochs"]
     files = []
     for key, label in (
         ("train_fitted_acc", "fitted-label train accuracy"),
@@ -236,7 +236,8 @@ def plot_map(run_dir: Path) -> list[Path]:
         ax.set(
             xlabel="label noise p",
             ylabel="width: parameters",
-            title=f"Memorization map: {label}\n(n = {n:,} training images)",
+            title=f"Memorization map: {label}\n(n = {n:,} training images; a cell stops once its "
+            f"fitted accuracy reaches {stop}, else after {budget} epochs)",
         )
         ax.title.set_fontsize(9)
         fig.colorbar(im, ax=ax, label=label)

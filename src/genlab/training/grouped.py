@@ -28,6 +28,7 @@ from genlab.training.engine import (
     epoch_generator,
     evaluate_views,
     flatten_metrics,
+    train_epoch,
 )
 from genlab.training.loop import FitSpec, Record, _line, _resume, _state
 
@@ -38,7 +39,7 @@ OptimizerFactory = Callable[[object], torch.optim.Optimizer]
 class Member:
     """One run trained inside a group."""
 
-    run: Run
+    run: Run | None  # None: nothing is written (the caller records the result)
     model: Conv4  # its plain weights between epochs (on the device, channels_last)
     optimizer: torch.optim.Optimizer  # over ``model``'s parameters
     images: torch.Tensor  # (N, H, W, C) uint8 on the device; members may share one tensor
@@ -150,37 +151,55 @@ def fit_group(
     *,
     log: LogFn = print,
 ) -> list[list[Record]]:
-    """Train every member to ``spec.epochs`` (or its stop), grouping those at the same epoch."""
+    """Train every member to ``spec.epochs`` (or its stop), grouping those at the same epoch.
+    A cohort of one, or of models other than plain Conv-4, trains member by member."""
     if spec.augment != "none":
         raise ValueError("grouped training takes no augmentation")
     device = members[0].labels.device
     for m in members:
-        m.epoch, m.history = _resume(m.run, m.model, m.optimizer, log)
+        if m.run is not None:
+            m.epoch, m.history = _resume(m.run, m.model, m.optimizer, log)
     cohort_key: tuple[int, ...] | None = None
     while active := [m for m in members if not m.done and m.epoch < spec.epochs]:
         epoch = min(m.epoch for m in active) + 1
         cohort = [m for m in active if m.epoch == epoch - 1]
-        if tuple(map(id, cohort)) != cohort_key:  # first pass, a member stopped, or one caught up
-            cohort_key = tuple(map(id, cohort))
-            model, optimizer = group(cohort, make_optimizer)
-            shared = all(m.images is cohort[0].images for m in cohort)
-            images = cohort[0].images if shared else torch.stack([m.images for m in cohort])
-            labels = torch.stack([m.labels for m in cohort])
-            wide = Normalizer(
-                torch.cat([m.normalize.scale for m in cohort], 1),
-                torch.cat([m.normalize.shift for m in cohort], 1),
-            )
         with Timer(device) as t_train:
-            results = train_epoch_grouped(
-                model,
-                optimizer,
-                images,
-                labels,
-                wide,
-                batch_size=spec.batch_size,
-                generators=[epoch_generator(m.seed, epoch) for m in cohort],
-            )
-        ungroup(model, optimizer, cohort)
+            if len(cohort) == 1 or not all(type(m.model) is Conv4 for m in cohort):
+                # one member, or a model GroupedConv4 cannot hold: each trains on its own
+                cohort_key = None
+                results = [
+                    train_epoch(
+                        m.model,
+                        m.optimizer,
+                        m.images,
+                        m.labels,
+                        m.normalize,
+                        batch_size=spec.batch_size,
+                        generator=epoch_generator(m.seed, epoch),
+                    )
+                    for m in cohort
+                ]
+            else:
+                if tuple(map(id, cohort)) != cohort_key:  # first pass, one stopped or caught up
+                    cohort_key = tuple(map(id, cohort))
+                    model, optimizer = group(cohort, make_optimizer)
+                    shared = all(m.images is cohort[0].images for m in cohort)
+                    images = cohort[0].images if shared else torch.stack([m.images for m in cohort])
+                    labels = torch.stack([m.labels for m in cohort])
+                    wide = Normalizer(
+                        torch.cat([m.normalize.scale for m in cohort], 1),
+                        torch.cat([m.normalize.shift for m in cohort], 1),
+                    )
+                results = train_epoch_grouped(
+                    model,
+                    optimizer,
+                    images,
+                    labels,
+                    wide,
+                    batch_size=spec.batch_size,
+                    generators=[epoch_generator(m.seed, epoch) for m in cohort],
+                )
+                ungroup(model, optimizer, cohort)
         for m, train_metrics in zip(cohort, results, strict=True):
             check_finite(epoch, {"train_loss": train_metrics["loss"]})
             with Timer(device) as t_eval:
@@ -189,9 +208,10 @@ def fit_group(
             record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
             record["seconds"] = t_train.seconds / len(cohort)  # its share of the grouped pass
             record["eval_seconds"] = t_eval.seconds
-            m.run.append_metrics(record)
-            m.run.save_checkpoint(_state(m.model, m.optimizer, epoch))
+            if m.run is not None:
+                m.run.append_metrics(record)
+                m.run.save_checkpoint(_state(m.model, m.optimizer, epoch))
+                log(f"[{m.run.path.name}] " + _line(record, spec.epochs, m.views))
             m.history.append(record)
             m.epoch = epoch
-            log(f"[{m.run.path.name}] " + _line(record, spec.epochs, m.views))
     return [m.history for m in members]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from genlab.runs import Run
+from genlab.runs import TENSORBOARD, Run
 from genlab.training.engine import (
     LogFn,
     Normalizer,
@@ -26,6 +26,7 @@ from genlab.training.engine import (
     flatten_metrics,
     train_epoch,
 )
+from genlab.training.progress import EpochProgress
 
 Record = dict[str, object]
 
@@ -56,6 +57,8 @@ def fit(
     start, history = _resume(run, model, optimizer, log)
     if history and history[-1].get("stopped"):
         return history
+    tensorboard = run.file(TENSORBOARD) if run.tensorboard else None
+    progress = EpochProgress(run.path.name, spec.epochs, start, log, tensorboard=tensorboard)
     for epoch in range(start + 1, spec.epochs + 1):
         with Timer(device) as t_train:
             train_metrics = train_epoch(
@@ -78,9 +81,10 @@ def fit(
         run.append_metrics(record)
         run.save_checkpoint(_state(model, optimizer, epoch))
         history.append(record)
-        log(_line(record, spec.epochs, views))
+        progress.update(record, _line(record, spec.epochs, views))
         if record["stopped"]:
             break
+    progress.close()  # (after an exception tqdm closes the bar when it is collected)
     return history
 
 

@@ -1,0 +1,237 @@
+"""Beyond the report: how many parameters does memorization need?
+
+On one fixed subset of n training images, Conv-4 is trained at every width c in ``--widths`` and
+every label noise p in ``--noise-levels`` (labels corrupted as in the random-labels study, the
+same draw at every width), each cell until its fitted-label train accuracy (eval mode) reaches
+``--stop-at-train-acc`` or the epoch budget runs out. Every cell reports its final fitted train
+accuracy and test accuracy; the summary gives, per p, the smallest width (and parameter count)
+that fits, to compare with n. Expect the parameters needed to grow with p: clean labels are fitted
+by tiny networks that learn the rule, random labels only once the parameters are of the order of
+n or more.
+
+    genlab run memorization-map                        # digits, n = 1,000, 8 widths x 5 p
+    genlab run memorization-map --dataset cifar10 --data-dir ../shared/data/cifar10-jpeg
+
+A cell is one line of metrics.jsonl, written when it finishes: re-running the command skips the
+cells already done (a killed cell is retrained from its seed, so the map is the same).
+Images are resized to 16x16 by default (``--image-size 0`` keeps 32x32): Conv-4 ends in a global
+max pool, so the parameter counts are unchanged while every cell costs a quarter; the embedded
+digits hold only 8x8 of detail. Width 16 fits 1,000 random digit labels in 24 epochs this way.
+Cost on 2 CPU cores: see the closing note of issue 3 (minutes; the widest cells dominate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.config import option
+from genlab.data import DATASETS, channel_stats, load_dataset, take_subset
+from genlab.data.labels import NOISE_MODES, check_noise, corrupt_labels
+from genlab.data.resize import resize
+from genlab.errors import GenlabError
+from genlab.models import MODELS, count_params, make_model
+from genlab.models.conv4 import check_architecture
+from genlab.runs import DATASET, Run
+from genlab.studies.random_labels import STREAMS, generator
+from genlab.training import (
+    OPTIMIZERS,
+    FitSpec,
+    Normalizer,
+    View,
+    evaluate,
+    make_optimizer,
+    resolve_device,
+)
+from genlab.training.device import DEVICES
+from genlab.training.engine import LogFn
+from genlab.training.grouped import Member, fit_group
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str = option(
+        "digits", f"dataset: {', '.join(DATASETS)}, or the path of an image folder"
+    )
+    data_dir: str | None = option(
+        None, "folder holding an existing copy of the dataset (downloads nothing)", identity=False
+    )
+    n: int = option(1000, "training images (a fixed random subset, the same in every cell)")
+    image_size: int = option(
+        16, "images resized to this many pixels a side (digits hold 8x8 of detail); 0 keeps them"
+    )
+    widths: tuple[int, ...] = option((1, 2, 3, 4, 6, 8, 12, 16), "Conv-4 widths c")
+    noise_levels: tuple[float, ...] = option((0.0, 0.25, 0.5, 0.75, 1.0), "label noise levels p")
+    label_noise_mode: str = option(
+        "uniform",
+        "uniform: drawn from all classes; incorrect: from the others",
+        choices=NOISE_MODES,
+    )
+    stop_at_train_acc: float = option(
+        0.99, "a cell stops, and counts as fitted, at this fitted-label train accuracy"
+    )
+    model: str = option("conv4", "architecture", choices=MODELS)
+    kernel: int = option(3, "odd convolution kernel size k")
+    epochs: int = option(40, "epoch budget of each cell")
+    batch_size: int = option(64, "training batch size")
+    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
+    lr: float = option(0.003, "constant learning rate")
+    seed: int = option(0, "seed for initialization, data order and label noise")
+    device: str = option("auto", "device", choices=DEVICES, identity=False)
+
+    def __post_init__(self) -> None:
+        if self.image_size < 0 or 0 < self.image_size < 4:
+            raise GenlabError(f"--image-size {self.image_size}: must be 0 (keep) or >= 4")
+        if self.n < 1:
+            raise GenlabError(f"--n {self.n}: must be >= 1")
+        if not self.widths or min(self.widths) < 1:
+            raise GenlabError(
+                f"--widths {' '.join(map(str, self.widths))}: every width must be >= 1"
+            )
+        check_architecture(max(self.widths), self.kernel)
+        if not self.noise_levels or not all(0 <= p <= 1 for p in self.noise_levels):
+            raise GenlabError(
+                f"--noise-levels {' '.join(map(str, self.noise_levels))}: each p must lie in [0, 1]"
+            )
+        check_noise(0.0, self.label_noise_mode)
+        if not 0 < self.stop_at_train_acc <= 1:
+            raise GenlabError(f"--stop-at-train-acc {self.stop_at_train_acc}: must lie in (0, 1]")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise GenlabError("--epochs and --batch-size must be >= 1 and --lr > 0")
+
+
+PRESETS: dict[str, dict[str, Any]] = {}
+RUN_ID_KEYS = ("dataset", "n", "epochs", "seed")
+
+
+def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> dict[str, Any]:
+    device = resolve_device(cfg.device)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, quiet=quiet)
+    if cfg.n > len(splits.train):
+        raise GenlabError(f"--n {cfg.n}: the training split has only {len(splits.train)} images")
+    train, test = take_subset(splits.train, cfg.n), splits.test
+    if cfg.image_size:  # the cost of a cell scales with the pixels; the parameter count does not
+        train = train.with_images(resize(train.images, cfg.image_size))
+        test = test.with_images(resize(test.images, cfg.image_size))
+    K = train.num_classes
+    mean, std = channel_stats(train.images)
+    normalize = Normalizer.from_stats(mean, std, device)
+    x, test_x, test_y = (
+        train.images.to(device),
+        test.images.to(device),
+        test.labels.to(device),
+    )
+    run.write_json(
+        DATASET,
+        {
+            "name": splits.name,
+            "classes": list(train.classes),
+            "num_train": len(train),
+            "num_test": len(test),
+            "image_shape": list(train.shape),
+            "normalization": {"mean": mean, "std": std},
+        },
+    )
+    done = {(c["width"], c["label_noise"]): c for c in run.metrics()}
+    labels = {}  # p -> (fitted labels, changed mask): the same draw at every width
+    for p in cfg.noise_levels:
+        labels[p] = corrupt_labels(
+            train.labels, p, K, cfg.label_noise_mode, generator(cfg.seed, STREAMS["train_labels"])
+        )
+    true_y = train.labels.to(device)
+    for width in cfg.widths:
+        todo = [p for p in cfg.noise_levels if (width, p) not in done]
+        if not todo:
+            continue
+        # one row of the map: the noise levels of one width train together as one grouped model
+        cells = _train_row(
+            cfg, width, todo, x, {p: labels[p][0].to(device) for p in todo}, normalize, K
+        )
+        for p, (model, history) in zip(todo, cells, strict=True):
+            test = evaluate(model, test_x, test_y, normalize, K)
+            last = history[-1]
+            cell = {
+                "width": width,
+                "params": count_params(model),
+                "label_noise": p,
+                "num_train": len(x),
+                "epochs": last["epoch"],
+                "time_to_fit": last["epoch"] if last["stopped"] else None,
+                "fitted": bool(last["stopped"]),
+                "train_fitted_acc": last["train_fitted_acc"],
+                "train_true_acc": evaluate(model, x, true_y, normalize, K)["acc"],
+                "test_acc": test["acc"],
+                "test_loss": test["loss"],
+                "seconds": sum(r["seconds"] + r["eval_seconds"] for r in history),
+                "fraction_changed": labels[p][1].float().mean().item(),
+            }
+            run.append_metrics(cell)
+            done[(width, p)] = cell
+            log(
+                f"c={width:>3} ({cell['params']:>9,} params)  p={p:<5} epochs {cell['epochs']:>3}  "
+                f"fitted train acc {cell['train_fitted_acc']:.3f}  test acc {cell['test_acc']:.3f}  {cell['seconds']:.1f}s"
+            )
+    cells = [done[(w, p)] for p in cfg.noise_levels for w in cfg.widths]
+    summary = {
+        "n": cfg.n,
+        "stop_at_train_acc": cfg.stop_at_train_acc,
+        "cells": len(cells),
+        "seconds": sum(c["seconds"] for c in cells),
+        "smallest_fitting": {},
+    }
+    for p in cfg.noise_levels:
+        fits = sorted(
+            (c["params"], c["width"]) for c in cells if c["label_noise"] == p and c["fitted"]
+        )
+        summary["smallest_fitting"][str(p)] = (
+            {"width": fits[0][1], "params": fits[0][0], "params_per_image": fits[0][0] / cfg.n}
+            if fits
+            else None
+        )
+        log(
+            f"p={p}: smallest fitting width "
+            + (
+                f"{fits[0][1]} ({fits[0][0]:,} params = {fits[0][0] / cfg.n:.1f} n)"
+                if fits
+                else "none within the budget"
+            )
+        )
+    run.write_summary(summary)
+    return summary
+
+
+def _train_row(
+    cfg: Config,
+    width: int,
+    noise_levels: list[float],
+    x: torch.Tensor,  # (N, H, W, C) uint8 on the device
+    fitted: dict[float, torch.Tensor],  # p -> (N,) labels
+    normalize: Normalizer,
+    K: int,
+) -> list[tuple[torch.nn.Module, list[dict[str, Any]]]]:
+    """Train the cells of one width, each from its own seed, until it fits or the budget runs out."""
+    members = []
+    for p in noise_levels:
+        state = np.random.SeedSequence([cfg.seed, width, int(round(p * 10_000))]).generate_state(
+            1, dtype=np.uint64
+        )
+        torch.manual_seed(int(state[0] >> np.uint64(1)))
+        model = make_model(cfg.model, width, cfg.kernel, K, x.shape[-1]).to(
+            x.device, memory_format=torch.channels_last
+        )
+        optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+        views = {"train_fitted": View(x, fitted[p])}
+        stop = lambda r: r["train_fitted_acc"] >= cfg.stop_at_train_acc  # noqa: E731
+        members.append(
+            Member(None, model, optimizer, x, fitted[p], normalize, views, cfg.seed, stop)
+        )
+    histories = fit_group(
+        members,
+        lambda params: make_optimizer(cfg.optimizer, params, cfg.lr),
+        K,
+        FitSpec(cfg.epochs, cfg.batch_size, cfg.seed),
+    )
+    return [(m.model, h) for m, h in zip(members, histories, strict=True)]

@@ -1,0 +1,328 @@
+"""Study 2 — memorization of random labels (Zhang et al. 2017): does fitting the training set
+say anything about the test set?
+
+Each training label is, with probability p (``--label-noise``), replaced by a uniformly drawn
+class (``--label-noise-mode incorrect``: only other classes); the draw is fixed for the whole run
+and saved in ``label_noise.json``. ``--randomize`` replaces the images instead (one pixel
+permutation for all, one per image, or Gaussian noise). Expect an over-parametrized Conv-4
+(``--preset over``, width 64) to drive the fitted-label train accuracy to 1 at every p while test
+accuracy falls to chance as p -> 1, taking longer to fit the more labels are random; an
+under-parametrized one (``--preset under``, width 4) cannot fit random labels.
+
+Per epoch: train loss/accuracy on the fitted labels (as trained, running over the epoch), and in
+eval mode: ``train_true`` (train images, true labels), ``train_noisy`` (the images whose label
+was changed, scored on the label they are fitted to), ``train_clean`` (the unchanged ones) and
+``test`` (clean labels unless ``--corrupt-test``).
+
+    genlab run random-labels --preset over --dataset cifar10 --label-noise 1 --stop-at-train-acc 1
+    genlab run random-labels --grid --dataset cifar10     # p in {0, .5, 1} x {under, over}
+    genlab run random-labels --dataset digits --label-noise 0.5 --epochs 30
+
+Cost: the report's grid is 6 runs of 800-1,000 epochs on 50,000 images: days on a 2-core CPU,
+hours on one GPU. 2,000 CIFAR-10 images at width 16 take a few seconds per epoch on 2 cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from genlab.config import from_dict, option, to_dict
+from genlab.data.labels import NOISE_MODES, check_noise, corrupt_labels
+from genlab.data.randomize import RANDOMIZATIONS, randomize_images
+from genlab.errors import GenlabError
+from genlab.models import count_params
+from genlab.models.conv4 import check_architecture
+from genlab.runs import Run
+from genlab.studies.common import Prepared, TrainConfig, prepare, record_dataset, summarize_views
+from genlab.training import FitSpec, View, fit, make_optimizer
+from genlab.training.engine import LogFn
+from genlab.training.grouped import Member, fit_group
+
+VIEWS = ("test", "train_true", "train_noisy", "train_clean")
+LABEL_NOISE_FILE = "label_noise.json"
+STREAMS = {"train_labels": 1, "test_labels": 2, "images": 3}  # independent generators per draw
+
+
+@dataclass(frozen=True)
+class Config(TrainConfig):
+    label_noise: float = option(
+        0.0, "probability p that a training label is replaced by a random class"
+    )
+    label_noise_mode: str = option(
+        "uniform",
+        "uniform: drawn from all classes (may equal the true one); incorrect: from the others",
+        choices=NOISE_MODES,
+    )
+    randomize: str = option(
+        "labels",
+        "labels: images kept; shuffled-pixels / random-pixels / gaussian: Zhang et al.'s image randomizations",
+        choices=RANDOMIZATIONS,
+    )
+    corrupt_test: bool = option(
+        False, "corrupt the test labels the same way (default: test labels stay clean)"
+    )
+    stop_at_train_acc: float | None = option(
+        None, "stop when the fitted-label train accuracy (eval mode) reaches this"
+    )
+    test_subset: int | None = option(
+        None, "evaluate on this many test images (a fixed random subset); default all"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_noise(self.label_noise, self.label_noise_mode)
+        check_architecture(self.width, self.kernel)
+        if self.randomize not in RANDOMIZATIONS:
+            raise GenlabError(
+                f"--randomize {self.randomize!r}: not one of {', '.join(RANDOMIZATIONS)}"
+            )
+        if self.stop_at_train_acc is not None and not 0 < self.stop_at_train_acc <= 1:
+            raise GenlabError(f"--stop-at-train-acc {self.stop_at_train_acc}: must lie in (0, 1]")
+        if self.test_subset is not None and self.test_subset < 1:
+            raise GenlabError(f"--test-subset {self.test_subset}: must be >= 1")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The report: no augmentation, no weight decay, constant learning rates, batch 64.
+    "under": {
+        "width": 4,
+        "optimizer": "sgd",
+        "lr": 0.003,
+        "momentum": 0.0,
+        "batch_size": 64,
+        "epochs": 800,
+        "weight_decay": 0.0,
+    },  # 6,666 parameters
+    "over": {
+        "width": 64,
+        "optimizer": "adam",
+        "lr": 3e-4,
+        "batch_size": 64,
+        "epochs": 1000,
+        "weight_decay": 0.0,
+    },  # 1,558,026 parameters
+}
+RUN_ID_KEYS = ("dataset", "width", "label_noise", "randomize", "epochs", "seed")
+GRID_PRESETS = ("under", "over")
+GRID_NOISE = (0.0, 0.5, 1.0)
+
+
+def grid(flags: dict[str, Any]) -> list[Config]:
+    """The report's grid, p in GRID_NOISE x GRID_PRESETS: defaults < preset < ``flags`` < p."""
+    base = to_dict(Config())
+    return [
+        from_dict(Config, {**base, **PRESETS[size], **flags, "label_noise": p})
+        for size in GRID_PRESETS
+        for p in GRID_NOISE
+    ]
+
+
+def generator(seed: int, stream: int) -> torch.Generator:
+    """A generator of its own for each random draw of a run (labels, test labels, images)."""
+    state = np.random.SeedSequence([seed, 7919, stream]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def fitted_acc(record: dict[str, Any], num_noisy: int, num_clean: int) -> float:
+    """Eval-mode accuracy on the labels the model is fitted to: the noisy and clean views pooled."""
+    hits = record["train_noisy_acc"] * num_noisy + record["train_clean_acc"] * num_clean
+    return hits / max(num_noisy + num_clean, 1)
+
+
+@dataclass
+class _Setup:
+    """A run's data, labels, views and model, ready to train (alone or in a group)."""
+
+    prep: Prepared
+    train: View  # the images and the labels the model is fitted to
+    views: dict[str, View]
+    stop: Callable[[dict[str, Any]], bool] | None
+    noise: dict[str, Any]
+    num_noisy: int
+    num_clean: int
+
+
+def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> dict[str, Any]:
+    setup = _setup(cfg, run, log=log, quiet=quiet)
+    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed)
+    history = fit(
+        run,
+        setup.prep.model,
+        setup.prep.optimizer,
+        setup.train,
+        setup.views,
+        setup.prep.normalize,
+        setup.prep.splits.train.num_classes,
+        spec,
+        log=log,
+        stop=setup.stop,
+    )
+    return _finish(cfg, run, setup, history)
+
+
+def group_key(cfg: Config) -> tuple[Any, ...] | None:
+    """Runs with equal keys train together as one grouped model (genlab.training.grouped):
+    they differ only in label noise and seed, so they share images and architecture."""
+    if cfg.randomize != "labels" or cfg.model != "conv4" or cfg.compile:
+        return None
+    fields = to_dict(cfg)
+    for name in ("label_noise", "label_noise_mode", "corrupt_test", "seed", "stop_at_train_acc"):
+        fields.pop(name)
+    return tuple(sorted((k, str(v)) for k, v in fields.items()))
+
+
+def run_group(
+    cfgs: list[Config], runs: list[Run], *, log: LogFn = print, quiet: bool = False
+) -> list[dict[str, Any]]:
+    """``run`` for several configs with one ``group_key``, trained in one grouped pass."""
+    setups = [_setup(cfg, r, log=log, quiet=quiet) for cfg, r in zip(cfgs, runs, strict=True)]
+    first = cfgs[0]
+    members = [
+        Member(
+            r,
+            s.prep.model,
+            s.prep.optimizer,
+            s.train.images,
+            s.train.labels,
+            s.prep.normalize,
+            s.views,
+            cfg.seed,
+            s.stop,
+        )
+        for cfg, r, s in zip(cfgs, runs, setups, strict=True)
+    ]
+    histories = fit_group(
+        members,
+        lambda params: make_optimizer(
+            first.optimizer, params, first.lr, first.momentum, first.weight_decay
+        ),
+        setups[0].prep.splits.train.num_classes,
+        FitSpec(first.epochs, first.batch_size, first.seed),
+        log=log,
+    )
+    return [_finish(*args) for args in zip(cfgs, runs, setups, histories, strict=True)]
+
+
+def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
+    prep = prepare(cfg, quiet=quiet)
+    K = prep.splits.train.num_classes
+    test = prep.splits.test
+    if cfg.test_subset is not None:
+        if cfg.test_subset > len(test):
+            raise GenlabError(
+                f"--test-subset {cfg.test_subset}: the test split has only {len(test)} images"
+            )
+        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[
+            : cfg.test_subset
+        ]
+        test = test.subset(keep.sort().values)
+    train_x, test_x = randomize_images(
+        prep.train.images,
+        test.images,
+        cfg.randomize,
+        generator(cfg.seed, STREAMS["images"]),
+        prep.mean,
+        prep.std,
+    )
+    true_y = prep.train.labels  # (N,) int64
+    fitted_y, changed = corrupt_labels(
+        true_y,
+        cfg.label_noise,
+        K,
+        cfg.label_noise_mode,
+        generator(cfg.seed, STREAMS["train_labels"]),
+    )
+    test_y, test_changed = test.labels, torch.zeros(len(test), dtype=torch.bool)
+    if cfg.corrupt_test:
+        test_y, test_changed = corrupt_labels(
+            test.labels,
+            cfg.label_noise,
+            K,
+            cfg.label_noise_mode,
+            generator(cfg.seed, STREAMS["test_labels"]),
+        )
+    noise = {
+        "p": cfg.label_noise,
+        "mode": cfg.label_noise_mode,
+        "num_classes": K,
+        "train": _changes(fitted_y, changed),
+        "test": _changes(test_y, test_changed),
+    }
+    run.write_json(LABEL_NOISE_FILE, noise)
+    num_noisy, num_clean = int(changed.sum()), int((~changed).sum())
+    log(
+        f"label noise p={cfg.label_noise} ({cfg.label_noise_mode}): {num_noisy:,} of {len(true_y):,} "
+        f"training labels changed ({noise['train']['fraction_changed']:.4f}); randomize={cfg.randomize}"
+    )
+
+    dev = prep.device
+    x = train_x.to(dev)
+    views = {
+        "test": View(test_x.to(dev), test_y.to(dev)),
+        "train_true": View(x, true_y.to(dev)),
+        "train_noisy": View(x[changed.to(dev)], fitted_y[changed].to(dev)),
+        "train_clean": View(x[~changed.to(dev)], fitted_y[~changed].to(dev)),
+    }
+    record_dataset(
+        run,
+        prep,
+        num_test=len(test),
+        num_noisy=num_noisy,
+        num_clean=num_clean,
+        randomize=cfg.randomize,
+        test_labels="corrupted" if cfg.corrupt_test else "clean",
+    )
+    threshold = cfg.stop_at_train_acc
+    stop = (
+        None if threshold is None else (lambda r: fitted_acc(r, num_noisy, num_clean) >= threshold)
+    )
+    return _Setup(prep, View(x, fitted_y.to(dev)), views, stop, noise, num_noisy, num_clean)
+
+
+def _finish(cfg: Config, run: Run, setup: _Setup, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json from the history of a finished run."""
+    threshold = cfg.stop_at_train_acc
+    fit_at = threshold if threshold is not None else 1.0
+    fitted = [fitted_acc(r, setup.num_noisy, setup.num_clean) for r in history]
+    summary = {
+        "params": count_params(setup.prep.model),
+        **summarize_views(history, list(VIEWS), setup.prep.splits.train.classes),
+    }
+    summary.update(
+        {
+            "label_noise": cfg.label_noise,
+            "label_noise_mode": cfg.label_noise_mode,
+            "randomize": cfg.randomize,
+            "fraction_changed": setup.noise["train"]["fraction_changed"],
+            "test_fraction_changed": setup.noise["test"]["fraction_changed"],
+            "test_labels": "corrupted" if cfg.corrupt_test else "clean",
+            "num_noisy": setup.num_noisy,
+            "num_clean": setup.num_clean,
+            "final_train_fitted_acc": fitted[-1],  # eval mode
+            "final_train_acc_running": history[-1]["train_acc"],  # as trained, over the last epoch
+            "fit_threshold": fit_at,
+            # the first epoch whose eval-mode fitted-label accuracy reached the threshold, or None
+            "time_to_fit": next(
+                (r["epoch"] for r, a in zip(history, fitted, strict=True) if a >= fit_at), None
+            ),
+            "stopped_early": bool(history[-1].get("stopped")),
+        }
+    )
+    run.write_summary(summary)
+    return summary
+
+
+def _changes(labels: torch.Tensor, changed: torch.Tensor) -> dict[str, Any]:
+    index = changed.nonzero().flatten()
+    return {
+        "num_images": len(labels),
+        "num_changed": len(index),
+        "fraction_changed": len(index) / max(len(labels), 1),
+        "changed_indices": index.tolist(),
+        "new_labels": labels[index].tolist(),
+    }
