@@ -104,6 +104,12 @@ def test_bad_input_gives_one_line_and_exit_1(tmp_path, capsys, args, message):
     assert message in err
 
 
+def test_a_bad_architecture_leaves_no_run_folder(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", "robustness", "--dataset", "synthetic", *FAST, "--kernel", "4", "--out", str(tmp_path))
+    assert code == 1 and "--kernel 4: must be odd" in err
+    assert not (tmp_path / "robustness").exists()
+
+
 def test_a_folder_that_holds_something_else_is_not_overwritten(tmp_path, capsys):
     args = ["run", "robustness", "--dataset", "synthetic", *FAST, "--out", str(tmp_path)]
     code, out, _ = run_cli(capsys, *args)
@@ -154,6 +160,19 @@ def test_figures_command_redraws(tmp_path, capsys):
     assert code == 0 and len(list((run_dir / FIGURES).glob("*.png"))) == 5  # 3 + views, invariance
     code, _, err = run_cli(capsys, "figures", str(tmp_path / "none"))
     assert code == 1 and "no run folders found" in err
+
+
+def test_figures_of_a_run_killed_before_its_first_epoch(tmp_path, capsys):
+    from genlab.runs import Run
+
+    run = Run.open(tmp_path / "robustness" / "r", {"study": "robustness", "config": {}, "identity": {}})
+    run.append_metrics({"epoch": 1})
+    with open(run.path / METRICS, "a") as f:
+        f.write('{"epoch": 2, "cut by a ki')
+    code, _, err = run_cli(capsys, "figures", str(tmp_path))
+    assert code == 0, err
+    assert [r["epoch"] for r in run.keep_metrics()] == [1]  # the cut line is gone for good
+    assert (run.path / METRICS).read_text() == '{"epoch": 1}\n'
 
 
 def test_written_files_are_readable_by_others(tmp_path):

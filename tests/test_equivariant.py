@@ -162,3 +162,22 @@ def test_models_run_channels_last():
     x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", list(GROUPS))
+def test_a_training_step_keeps_the_model_invariant(name):
+    """Backward through every layer (an in-place ReLU after a pool once broke it), and an SGD step
+    on tied weights leaves the model invariant."""
+    torch.manual_seed(5)
+    model = make_model(name, 2, 3, num_classes=4).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        for g in GROUPS[name]:
+            assert rel_err(out, model(view(g, x, NCHW))) <= RTOL32, g

@@ -103,6 +103,20 @@ def test_empty_class_folder_is_named(tmp_path):
         load_image_folder(root)
 
 
+def test_test_and_train_must_hold_the_same_classes(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    for png in (root / "test" / "bee").iterdir():
+        png.unlink()
+    (root / "test" / "bee").rmdir()
+    with pytest.raises(GenlabError, match=r"test: no folder for class 'bee'"):
+        load_image_folder(root)
+    (root / "test" / "bee").mkdir()
+    (root / "test" / "wasp").mkdir()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(root / "test" / "bee" / "0.png")
+    with pytest.raises(GenlabError, match=r"test/wasp: class folder that train/ does not have"):
+        load_image_folder(root)
+
+
 def test_a_file_that_is_not_an_image_is_named(tmp_path):
     root = make_folder(tmp_path / "ds")
     (root / "train" / "bee" / "broken.png").write_bytes(b"this is not a png")

@@ -362,6 +362,12 @@ def test_grid_runs_the_report_grid_resumes_and_skips(tmp_path, monkeypatch, caps
     assert all((p / "metrics.jsonl").read_text() == text for p, text in before.items())
 
 
+def test_grid_refuses_a_label_noise(tmp_path, capsys):
+    assert main(["run", "random-labels", "--grid", *TINY, "--label-noise", "0.3", "--out", str(tmp_path)]) == 1
+    assert "drop --label-noise" in capsys.readouterr().err
+    assert not tmp_path.joinpath("random-labels").exists()
+
+
 def test_grid_refuses_a_preset(tmp_path, capsys):
     assert (
         main(["run", "random-labels", "--grid", "--preset", "over", *TINY, "--out", str(tmp_path)])

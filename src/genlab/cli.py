@@ -86,6 +86,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from genlab.studies import STUDIES
+    from genlab.studies.common import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="genlab", description="A lab for how deep networks generalize."
@@ -115,12 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         add_config_flags(p, module.Config)
         _common_flags(p)
-        p.add_argument(
-            "--tensorboard",
-            action="store_true",
-            help="also write the per-epoch scalars as TensorBoard events in the run folder "
-            "(needs: pip install 'genlab[tensorboard]')",
-        )
+        p.set_defaults(tensorboard=False)
+        if issubclass(module.Config, TrainConfig):  # the studies that train through fit/fit_group
+            p.add_argument(
+                "--tensorboard",
+                action="store_true",
+                help="also write the per-epoch scalars as TensorBoard events in the run folder "
+                "(needs: pip install 'genlab[tensorboard]')",
+            )
 
     demo = sub.add_parser(
         "demo", help="every study, small, on the embedded digits (about a minute on 2 cores)"

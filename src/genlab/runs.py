@@ -41,6 +41,10 @@ CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 VIEW_RESULTS = "views.json"
 INVARIANCE = "invariance.json"
+LABEL_NOISE = "label_noise.json"  # random labels: which training labels changed, to what
+ARRAYS = "arrays.npz"  # linreg: beta_min_norm, beta_gd, beta_sgd, beta_star, eigenvalues
+RIDGE = "ridge.json"  # linreg: the ridge path
+SWEEP = "sweep.json"  # linreg: test MSE against gamma = p / n
 FIGURES = "figures"
 TENSORBOARD = "tensorboard"
 
@@ -79,15 +83,8 @@ class Run:
         write_json(path / CONFIG, config)
         return cls(path, "new")
 
-    @property
-    def finished(self) -> bool:
-        return (self.path / SUMMARY).exists()
-
     def file(self, name: str) -> Path:
         return self.path / name
-
-    def config(self) -> dict[str, Any]:
-        return read_json(self.path / CONFIG)
 
     # -- environment --------------------------------------------------------------------------
     def record_env(self, env: dict[str, Any]) -> None:
@@ -119,9 +116,10 @@ class Run:
             f.flush()
             os.fsync(f.fileno())
 
-    def keep_metrics(self, last_epoch: int) -> list[dict[str, Any]]:
-        """Drop records after ``last_epoch`` (written after the last checkpoint, before a kill)."""
-        kept = [r for r in self.metrics() if r["epoch"] <= last_epoch]
+    def keep_metrics(self, last_epoch: int | None = None) -> list[dict[str, Any]]:
+        """Rewrite metrics.jsonl with its readable records (a line cut by a kill goes), only up
+        to ``last_epoch`` if given (records written after the last checkpoint go too)."""
+        kept = [r for r in self.metrics() if last_epoch is None or r["epoch"] <= last_epoch]
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
         atomic_write(self.path / METRICS, lambda f: f.write(lines), mode="w")
         return kept
@@ -152,8 +150,6 @@ class Run:
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / SUMMARY, summary)
 
-    def summary(self) -> dict[str, Any]:
-        return read_json(self.path / SUMMARY)
 
 
 def environment(device: str, seed: int | None = None) -> dict[str, Any]:

@@ -13,11 +13,14 @@ the cache.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import os
 import pickle
+import shutil
 import tarfile
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +36,7 @@ from genlab.fileio import atomic_write
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FOLDER = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -80,9 +84,9 @@ def download(url: str, target: Path, md5: str, *, quiet: bool = False) -> Path:
                 while block := response.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:  # a refused, cut or garbled transfer
         partial.unlink(missing_ok=True)
-        raise GenlabError(f"{url}: download failed ({e})") from None
+        raise GenlabError(f"{url}: download failed ({type(e).__name__}: {e})") from None
     verify_md5(partial, md5, shown=target)
     os.replace(partial, target)
     return target
@@ -169,7 +173,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise GenlabError(
             f"{path}: not a CIFAR-10 batch ({len(data)} images but labels do not match)"
         )
-    y = np.asarray(labels, dtype=np.int64)
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise GenlabError(f"{path}: not a CIFAR-10 batch (labels are not integers)") from None
     if len(y) and (y.min() < 0 or y.max() > 9):
         raise GenlabError(f"{path}: labels outside 0..9")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -202,34 +209,46 @@ def load_cifar10(
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise GenlabError(f"--data-dir {data_dir}: no such folder")
+    cache = default_cache_dir() / "cifar10"
+    archive = cache / ARCHIVE
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise GenlabError(f"--data-dir {data_dir}: no such folder")
         for folder in (data_dir, data_dir / CIFAR10_FOLDER):
             if (folder / TEST_BATCHES[0]).exists() or (folder / TRAIN_BATCHES[0]).exists():
                 return read_cifar10_batches(folder)
-        if (data_dir / "cifar-10-python.tar.gz").exists():
-            return _from_archive(data_dir / "cifar-10-python.tar.gz", data_dir, md5)
         if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
             splits = load_image_folder(data_dir, quiet=quiet)
             return Splits(splits.train, splits.test, "cifar10")
-        raise GenlabError(
-            f"--data-dir {data_dir}: holds no CIFAR-10 (no {CIFAR10_FOLDER}/, "
-            "no cifar-10-python.tar.gz, no train/ and test/ image folders)"
-        )
-    cache = default_cache_dir() / "cifar10"
-    if (cache / CIFAR10_FOLDER / TEST_BATCHES[0]).exists():
+        if not (data_dir / ARCHIVE).exists():
+            raise GenlabError(
+                f"--data-dir {data_dir}: holds no CIFAR-10 (no {CIFAR10_FOLDER}/, "
+                f"no {ARCHIVE}, no train/ and test/ image folders)"
+            )
+        archive = data_dir / ARCHIVE  # extracted into the cache: --data-dir may be read-only
+    if (cache / CIFAR10_FOLDER).is_dir():  # complete: it is renamed into place once extracted
         return read_cifar10_batches(cache / CIFAR10_FOLDER)
-    archive = cache / "cifar-10-python.tar.gz"
     if not archive.exists():
         download(url, archive, md5, quiet=quiet)
     return _from_archive(archive, cache, md5)
 
 
-def _from_archive(archive: Path, target: Path, md5: str) -> Splits:
+def _from_archive(archive: Path, cache: Path, md5: str) -> Splits:
+    """Verify, extract into a staging folder, read, then rename into the cache: a kill at any
+    point leaves no half-extracted batches where the next run would look for them."""
     verify_md5(archive, md5)
-    safe_extract(archive, target)
-    folder = target / CIFAR10_FOLDER
-    if not folder.is_dir():
-        raise GenlabError(f"{archive}: holds no {CIFAR10_FOLDER}/ folder")
-    return read_cifar10_batches(folder)
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=cache))
+    try:
+        safe_extract(archive, staging)
+        if not (staging / CIFAR10_FOLDER).is_dir():
+            raise GenlabError(f"{archive}: holds no {CIFAR10_FOLDER}/ folder")
+        splits = read_cifar10_batches(staging / CIFAR10_FOLDER)
+        os.replace(staging / CIFAR10_FOLDER, cache / CIFAR10_FOLDER)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return splits
 
 
 # -- image folders ----------------------------------------------------------------------------
@@ -247,6 +266,17 @@ def _class_names(split_dir: Path, root: Path) -> tuple[str, ...]:
     if not names:
         raise GenlabError(f"{split_dir}: no class folders")
     return names
+
+
+def _check_test_classes(root: Path, classes: tuple[str, ...]) -> None:
+    """Every class needs a folder in test/ too; without a classes file, test/ may hold no other."""
+    for name in classes:
+        if not (root / "test" / name).is_dir():
+            raise GenlabError(f"{root / 'test'}: no folder for class {name!r} (train/ has one)")
+    if not (root / CLASSES_FILE).exists():
+        extra = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
+        if extra:
+            raise GenlabError(f"{root / 'test' / extra[0]}: class folder that train/ does not have")
 
 
 def _image_files(folder: Path) -> Iterator[os.DirEntry]:
@@ -314,6 +344,7 @@ def load_image_folder(root: Path, *, quiet: bool = False) -> Splits:
                 f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/*.png|jpg)"
             )
     classes = _class_names(root / "train", root)
+    _check_test_classes(root, classes)
     listings = {split: _listing(root, split, classes) for split in ("train", "test")}
     manifest = {
         "root": str(root.resolve()),

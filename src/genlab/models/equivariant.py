@@ -108,10 +108,12 @@ class SpatialPool(nn.Module):
         self.size, self.name = size, name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size == 0:
-            return x.amax(dim=(-2, -1), keepdim=True)
         if self.size == 1:
             return x
+        n, c, g = x.shape[:3]
+        if self.size == 0:  # adaptive_max_pool2d's backward keeps indices, not its output, so the
+            # in-place ReLU after it is safe (amax's backward would need its unmodified output)
+            return nn.functional.adaptive_max_pool2d(x.flatten(1, 2), 1).unflatten(1, (c, g))
         h, w = x.shape[-2:]
         if h % self.size or w % self.size:
             raise GenlabError(
@@ -119,7 +121,6 @@ class SpatialPool(nn.Module):
                 "pool; an odd size breaks the symmetry (flipped, the pool windows straddle other "
                 "pixels), so the image height and width must be divisible by 4"
             )
-        n, c, g = x.shape[:3]
         y = nn.functional.max_pool2d(x.flatten(1, 2), self.size)
         return y.unflatten(1, (c, g))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.fileio import atomic_write, read_json
-from genlab.runs import CONFIG, DATASET, FIGURES, METRICS, SUMMARY
+from genlab.runs import CONFIG, DATASET, FIGURES, SUMMARY, Run
 
 OKABE_ITO = (
     "#0072B2",
@@ -39,15 +39,8 @@ def _pyplot():
 
 
 def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    import json
-
-    rows = []
-    for line in (run_dir / METRICS).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    """The run's per-epoch records ([] before its first epoch; a cut last line is dropped)."""
+    return Run(Path(run_dir), "resume").metrics()
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -69,6 +62,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     """Draw every figure of the run's study into ``run_dir/figures``; returns the files."""
     run_dir = Path(run_dir)
     study = read_json(run_dir / CONFIG)["study"]
+    if not (run_dir / DATASET).exists():  # killed before it wrote anything to draw
+        return []
     if study == "robustness":
         from genlab.reporting.views_figures import plot_views
 

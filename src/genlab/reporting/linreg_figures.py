@@ -15,8 +15,7 @@ import numpy as np
 from genlab.fileio import read_json
 from genlab.models import linear as lin
 from genlab.reporting.figures import OKABE_ITO, _pyplot, _read_metrics, _save
-from genlab.runs import CONFIG, FIGURES, SUMMARY
-from genlab.studies.linreg import ARRAYS, RIDGE, SWEEP
+from genlab.runs import ARRAYS, CONFIG, FIGURES, RIDGE, SUMMARY, SWEEP
 
 COLORS = {
     "sgd": OKABE_ITO[0],

@@ -12,6 +12,7 @@ from genlab.config import option
 from genlab.data import DATASETS, ImageDataset, Splits, channel_stats, load_dataset, take_subset
 from genlab.errors import GenlabError
 from genlab.models import MODELS, make_model
+from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
 from genlab.training import OPTIMIZERS, Normalizer, View, make_optimizer, resolve_device
 from genlab.training.device import DEVICES
@@ -46,6 +47,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        check_architecture(self.width, self.kernel)  # before any run folder is made
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise GenlabError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")

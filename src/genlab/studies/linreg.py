@@ -36,12 +36,9 @@ from genlab.data.linear import LinearData, gaussian_design, load_linear
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write
 from genlab.models import linear as lin
-from genlab.runs import DATASET, METRICS, Run
+from genlab.runs import ARRAYS, DATASET, METRICS, RIDGE, SWEEP, Run
 from genlab.training.engine import LogFn
 
-ARRAYS = "arrays.npz"  # beta_min_norm, beta_gd, beta_sgd, beta_star, eigenvalues
-RIDGE = "ridge.json"
-SWEEP = "sweep.json"
 RIDGE_LAMBDAS = np.logspace(-8, 2, 41)
 CURVES = ("train_mse", "test_mse", "norm", "dist_to_min_norm", "outside_row_space")
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from genlab.config import option
@@ -36,7 +35,7 @@ from genlab.errors import GenlabError
 from genlab.models import MODELS, count_params, make_model
 from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
-from genlab.studies.random_labels import STREAMS, generator
+from genlab.seeding import seed_from, stream
 from genlab.training import (
     OPTIMIZERS,
     FitSpec,
@@ -135,11 +134,12 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
             "normalization": {"mean": mean, "std": std},
         },
     )
-    done = {(c["width"], c["label_noise"]): c for c in run.metrics()}
+    # cells done; a line cut by a kill is dropped now, or later cells would be appended after it
+    done = {(c["width"], c["label_noise"]): c for c in run.keep_metrics()}
     labels = {}  # p -> (fitted labels, changed mask): the same draw at every width
     for p in cfg.noise_levels:
         labels[p] = corrupt_labels(
-            train.labels, p, K, cfg.label_noise_mode, generator(cfg.seed, STREAMS["train_labels"])
+            train.labels, p, K, cfg.label_noise_mode, stream(cfg.seed, "train_labels")
         )
     true_y = train.labels.to(device)
     for width in cfg.widths:
@@ -215,10 +215,7 @@ def _train_row(
     """Train the cells of one width, each from its own seed, until it fits or the budget runs out."""
     members = []
     for p in noise_levels:
-        state = np.random.SeedSequence([cfg.seed, width, int(round(p * 10_000))]).generate_state(
-            1, dtype=np.uint64
-        )
-        torch.manual_seed(int(state[0] >> np.uint64(1)))
+        torch.manual_seed(seed_from(cfg.seed, width, round(p * 10_000)))
         model = make_model(cfg.model, width, cfg.kernel, K, x.shape[-1]).to(
             x.device, memory_format=torch.channels_last
         )

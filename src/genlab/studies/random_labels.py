@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from genlab.config import from_dict, option, to_dict
@@ -36,16 +35,14 @@ from genlab.data.labels import NOISE_MODES, check_noise, corrupt_labels
 from genlab.data.randomize import RANDOMIZATIONS, randomize_images
 from genlab.errors import GenlabError
 from genlab.models import count_params
-from genlab.models.conv4 import check_architecture
-from genlab.runs import Run
+from genlab.runs import LABEL_NOISE, Run
+from genlab.seeding import stream
 from genlab.studies.common import Prepared, TrainConfig, prepare, record_dataset, summarize_views
 from genlab.training import FitSpec, View, fit, make_optimizer
 from genlab.training.engine import LogFn
 from genlab.training.grouped import Member, fit_group
 
 VIEWS = ("test", "train_true", "train_noisy", "train_clean")
-LABEL_NOISE_FILE = "label_noise.json"
-STREAMS = {"train_labels": 1, "test_labels": 2, "images": 3}  # independent generators per draw
 
 
 @dataclass(frozen=True)
@@ -76,7 +73,6 @@ class Config(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_noise(self.label_noise, self.label_noise_mode)
-        check_architecture(self.width, self.kernel)
         if self.randomize not in RANDOMIZATIONS:
             raise GenlabError(
                 f"--randomize {self.randomize!r}: not one of {', '.join(RANDOMIZATIONS)}"
@@ -114,18 +110,14 @@ GRID_NOISE = (0.0, 0.5, 1.0)
 
 def grid(flags: dict[str, Any]) -> list[Config]:
     """The report's grid, p in GRID_NOISE x GRID_PRESETS: defaults < preset < ``flags`` < p."""
+    if "label_noise" in flags:
+        raise GenlabError("--grid sets --label-noise itself (0, 0.5, 1); drop --label-noise")
     base = to_dict(Config())
     return [
         from_dict(Config, {**base, **PRESETS[size], **flags, "label_noise": p})
         for size in GRID_PRESETS
         for p in GRID_NOISE
     ]
-
-
-def generator(seed: int, stream: int) -> torch.Generator:
-    """A generator of its own for each random draw of a run (labels, test labels, images)."""
-    state = np.random.SeedSequence([seed, 7919, stream]).generate_state(1, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
 def fitted_acc(record: dict[str, Any], num_noisy: int, num_clean: int) -> float:
@@ -225,7 +217,7 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
         prep.train.images,
         test.images,
         cfg.randomize,
-        generator(cfg.seed, STREAMS["images"]),
+        stream(cfg.seed, "images"),
         prep.mean,
         prep.std,
     )
@@ -235,7 +227,7 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
         cfg.label_noise,
         K,
         cfg.label_noise_mode,
-        generator(cfg.seed, STREAMS["train_labels"]),
+        stream(cfg.seed, "train_labels"),
     )
     test_y, test_changed = test.labels, torch.zeros(len(test), dtype=torch.bool)
     if cfg.corrupt_test:
@@ -244,7 +236,7 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
             cfg.label_noise,
             K,
             cfg.label_noise_mode,
-            generator(cfg.seed, STREAMS["test_labels"]),
+            stream(cfg.seed, "test_labels"),
         )
     noise = {
         "p": cfg.label_noise,
@@ -253,7 +245,7 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
         "train": _changes(fitted_y, changed),
         "test": _changes(test_y, test_changed),
     }
-    run.write_json(LABEL_NOISE_FILE, noise)
+    run.write_json(LABEL_NOISE, noise)
     num_noisy, num_clean = int(changed.sum()), int((~changed).sum())
     log(
         f"label noise p={cfg.label_noise} ({cfg.label_noise_mode}): {num_noisy:,} of {len(true_y):,} "

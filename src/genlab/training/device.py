@@ -49,6 +49,9 @@ def physical_cores() -> int:
 
 def configure_threads(num_threads: int | None = None) -> int:
     """One torch thread per physical core, unless told otherwise; never oversubscribe."""
-    n = num_threads or int(os.environ.get("GENLAB_THREADS", 0)) or physical_cores()
+    text = os.environ.get("GENLAB_THREADS", "")
+    if text and not (text.isdigit() and int(text) > 0):
+        raise GenlabError(f"GENLAB_THREADS={text!r}: must be a positive integer")
+    n = num_threads or (int(text) if text else 0) or physical_cores()
     torch.set_num_threads(n)
     return n

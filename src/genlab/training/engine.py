@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from genlab.data.transforms import random_vflip
 from genlab.errors import GenlabError
+from genlab.seeding import generator
 
 OPTIMIZERS = ("sgd", "adam")
 EVAL_BATCH = 1024
@@ -34,8 +34,7 @@ class NonFiniteLoss(GenlabError):
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator for the data order (and augmentation) of one epoch."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+    return generator(seed, epoch)
 
 
 def make_optimizer(
@@ -72,7 +71,7 @@ class Normalizer:
         return x if self.channels_last else x.contiguous()
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
@@ -107,7 +106,7 @@ def train_epoch(
         x, y = images[index], labels[index]
         if augment == "random":
             x = random_vflip(x, generator)
-        with _autocast(device):
+        with autocast(device):
             logits = model(normalize(x))
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -136,11 +135,11 @@ def evaluate(
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device, non_blocking=True)
         y = labels[start : start + batch_size].to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             logits = model(normalize(x))
         total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
         hits += torch.bincount(y[logits.argmax(1) == y], minlength=num_classes)
-    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1)
+    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).cpu()
     n = max(len(labels), 1)
     return {
         "loss": total_loss.item() / n,

@@ -18,12 +18,13 @@ import torch.nn.functional as F
 
 from genlab.models.conv4 import Conv4
 from genlab.models.grouped import GroupedConv4
-from genlab.runs import Run
+from genlab.runs import TENSORBOARD, Run
 from genlab.training.engine import (
     LogFn,
     Normalizer,
     Timer,
     View,
+    autocast,
     check_finite,
     epoch_generator,
     evaluate_views,
@@ -31,6 +32,7 @@ from genlab.training.engine import (
     train_epoch,
 )
 from genlab.training.loop import FitSpec, Record, _line, _resume, _state
+from genlab.training.progress import EpochProgress
 
 OptimizerFactory = Callable[[object], torch.optim.Optimizer]
 
@@ -130,8 +132,9 @@ def train_epoch_grouped(
         x = images[index] if images.ndim == 4 else images[members, index]  # (K, B, H, W, C)
         x = x.permute(1, 2, 3, 0, 4).reshape(b, x.shape[2], x.shape[3], -1)  # (B, H, W, K*C)
         y = labels.gather(1, index)  # (K, B)
-        logits = model(normalize(x))  # (B, K, classes)
-        losses = F.cross_entropy(logits.transpose(1, 2), y.T, reduction="none").mean(0)  # (K,)
+        with autocast(device):  # bf16 on CUDA, as train_epoch
+            logits = model(normalize(x))  # (B, K, classes)
+            losses = F.cross_entropy(logits.transpose(1, 2), y.T, reduction="none").mean(0)  # (K,)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # members share no weight: each gets its own loss's gradient
         optimizer.step()
@@ -156,9 +159,14 @@ def fit_group(
     if spec.augment != "none":
         raise ValueError("grouped training takes no augmentation")
     device = members[0].labels.device
+    progress = {}
     for m in members:
         if m.run is not None:
             m.epoch, m.history = _resume(m.run, m.model, m.optimizer, log)
+            board = m.run.file(TENSORBOARD) if m.run.tensorboard else None
+            progress[id(m)] = EpochProgress(
+                m.run.path.name, spec.epochs, m.epoch, log, bar=False, tensorboard=board
+            )
     cohort_key: tuple[int, ...] | None = None
     while active := [m for m in members if not m.done and m.epoch < spec.epochs]:
         epoch = min(m.epoch for m in active) + 1
@@ -211,7 +219,11 @@ def fit_group(
             if m.run is not None:
                 m.run.append_metrics(record)
                 m.run.save_checkpoint(_state(m.model, m.optimizer, epoch))
-                log(f"[{m.run.path.name}] " + _line(record, spec.epochs, m.views))
+                progress[id(m)].update(
+                    record, f"[{m.run.path.name}] " + _line(record, spec.epochs, m.views)
+                )
             m.history.append(record)
             m.epoch = epoch
+    for p in progress.values():
+        p.close()
     return [m.history for m in members]
