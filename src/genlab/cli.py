@@ -16,12 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from genlab.config import from_dict, to_dict
+from genlab.config import flag, from_dict, to_dict
 from genlab.errors import GenlabError
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _parse_type(hint: Any) -> tuple[Any, dict[str, Any]]:
@@ -51,7 +47,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                 f"{kwargs['help'][:-1]}; one of {', '.join(map(str, f.metadata['choices']))})"
             )
             kwargs["metavar"] = f.name.upper().split("_")[-1]
-        parser.add_argument(_flag(f.name), **kwargs, **extra)
+        parser.add_argument(flag(f.name), **kwargs, **extra)
 
 
 def resolve_config(module: Any, args: argparse.Namespace) -> Any:

@@ -28,6 +28,11 @@ def option(default: Any, help: str, *, choices: tuple | None = None, identity: b
     return dataclasses.field(default=default, metadata=meta)
 
 
+def flag(name: str) -> str:
+    """A field's command-line flag: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The config as JSON-ready values (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -45,8 +50,7 @@ def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
             value = tuple(value)
         choices = names[key].metadata.get("choices")
         if choices is not None and value not in choices:
-            flag = "--" + key.replace("_", "-")
-            raise GenlabError(f"{flag}: {value!r} is not one of {', '.join(map(str, choices))}")
+            raise GenlabError(f"{flag(key)}: {value!r} is not one of {', '.join(map(str, choices))}")
         kwargs[key] = value
     return cls(**kwargs)
 

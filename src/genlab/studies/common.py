@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from genlab.config import option
+from genlab.config import flag, option
 from genlab.data import DATASETS, ImageDataset, Splits, channel_stats, load_dataset, take_subset
 from genlab.errors import GenlabError
 from genlab.models import MODELS, make_model
@@ -50,7 +50,7 @@ class TrainConfig:
         check_architecture(self.width, self.kernel)  # before any run folder is made
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise GenlabError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+                raise GenlabError(f"{flag(name)} {getattr(self, name)}: must be >= 1")
         if not self.lr > 0:
             raise GenlabError(f"--lr {self.lr}: must be > 0")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from genlab.config import option
+from genlab.config import flag, option
 from genlab.data.linear import LinearData, gaussian_design, load_linear
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write
@@ -71,11 +71,11 @@ class Config:
     def __post_init__(self) -> None:
         for name in ("n", "p", "n_test", "epochs", "batch_size", "sweep_points", "sweep_seeds"):
             if getattr(self, name) < 1:
-                raise GenlabError(f"{_flag(name)} {getattr(self, name)}: must be >= 1")
+                raise GenlabError(f"{flag(name)} {getattr(self, name)}: must be >= 1")
         for name in ("r", "sigma"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise GenlabError(f"{_flag(name)} {value}: must be a finite number >= 0")
+                raise GenlabError(f"{flag(name)} {value}: must be a finite number >= 0")
         if self.lr != "auto":
             try:
                 value = float(self.lr)
@@ -591,9 +591,6 @@ def _finite(value: float) -> float | None:
 def _lap(t: float) -> float:
     return round(time.perf_counter() - t, 3)
 
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _dumps(record: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from genlab.training.engine import (
     flatten_metrics,
     train_epoch,
 )
-from genlab.training.loop import FitSpec, Record, _line, _resume, _state
+from genlab.training.loop import FitSpec, Record, checkpoint_state, epoch_line, resume
 from genlab.training.progress import EpochProgress
 
 OptimizerFactory = Callable[[object], torch.optim.Optimizer]
@@ -162,7 +162,7 @@ def fit_group(
     progress = {}
     for m in members:
         if m.run is not None:
-            m.epoch, m.history = _resume(m.run, m.model, m.optimizer, log)
+            m.epoch, m.history = resume(m.run, m.model, m.optimizer, log)
             board = m.run.file(TENSORBOARD) if m.run.tensorboard else None
             progress[id(m)] = EpochProgress(
                 m.run.path.name, spec.epochs, m.epoch, log, bar=False, tensorboard=board
@@ -218,9 +218,9 @@ def fit_group(
             record["eval_seconds"] = t_eval.seconds
             if m.run is not None:
                 m.run.append_metrics(record)
-                m.run.save_checkpoint(_state(m.model, m.optimizer, epoch))
+                m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, epoch))
                 progress[id(m)].update(
-                    record, f"[{m.run.path.name}] " + _line(record, spec.epochs, m.views)
+                    record, f"[{m.run.path.name}] " + epoch_line(record, spec.epochs, m.views)
                 )
             m.history.append(record)
             m.epoch = epoch

@@ -54,7 +54,7 @@ def fit(
 ) -> list[Record]:
     """Train ``model`` for ``spec.epochs`` (or until ``stop(record)``), resuming from ``run``."""
     device = normalize.scale.device
-    start, history = _resume(run, model, optimizer, log)
+    start, history = resume(run, model, optimizer, log)
     if history and history[-1].get("stopped"):
         return history
     tensorboard = run.file(TENSORBOARD) if run.tensorboard else None
@@ -79,16 +79,16 @@ def fit(
         record["seconds"] = t_train.seconds
         record["eval_seconds"] = t_eval.seconds
         run.append_metrics(record)
-        run.save_checkpoint(_state(model, optimizer, epoch))
+        run.save_checkpoint(checkpoint_state(model, optimizer, epoch))
         history.append(record)
-        progress.update(record, _line(record, spec.epochs, views))
+        progress.update(record, epoch_line(record, spec.epochs, views))
         if record["stopped"]:
             break
     progress.close()  # (after an exception tqdm closes the bar when it is collected)
     return history
 
 
-def _state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> dict:
+def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> dict:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -100,7 +100,7 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> di
     }
 
 
-def _resume(
+def resume(
     run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, log: LogFn
 ) -> tuple[int, list[Record]]:
     state = run.load_checkpoint()
@@ -115,7 +115,7 @@ def _resume(
     return state["epoch"], run.keep_metrics(state["epoch"])
 
 
-def _line(record: Record, epochs: int, views: Mapping[str, View]) -> str:
+def epoch_line(record: Record, epochs: int, views: Mapping[str, View]) -> str:
     parts = [
         f"epoch {record['epoch']:>3}/{epochs}",
         f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}",
