@@ -128,7 +128,9 @@ def test_data_dir_is_used_as_is_and_never_downloads(tmp_path):
         load_dataset("cifar10", tmp_path / "empty")
 
 
-def test_a_killed_extraction_leaves_nothing_the_next_load_trusts(tmp_path, _isolated_cache, monkeypatch):
+def test_a_killed_extraction_leaves_nothing_the_next_load_trusts(
+    tmp_path, _isolated_cache, monkeypatch
+):
     from genlab.data import cifar10
 
     archive = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz")

@@ -105,7 +105,18 @@ def test_bad_input_gives_one_line_and_exit_1(tmp_path, capsys, args, message):
 
 
 def test_a_bad_architecture_leaves_no_run_folder(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "run", "robustness", "--dataset", "synthetic", *FAST, "--kernel", "4", "--out", str(tmp_path))
+    code, _, err = run_cli(
+        capsys,
+        "run",
+        "robustness",
+        "--dataset",
+        "synthetic",
+        *FAST,
+        "--kernel",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 1 and "--kernel 4: must be odd" in err
     assert not (tmp_path / "robustness").exists()
 
@@ -165,7 +176,9 @@ def test_figures_command_redraws(tmp_path, capsys):
 def test_figures_of_a_run_killed_before_its_first_epoch(tmp_path, capsys):
     from genlab.runs import Run
 
-    run = Run.open(tmp_path / "robustness" / "r", {"study": "robustness", "config": {}, "identity": {}})
+    run = Run.open(
+        tmp_path / "robustness" / "r", {"study": "robustness", "config": {}, "identity": {}}
+    )
     run.append_metrics({"epoch": 1})
     with open(run.path / METRICS, "a") as f:
         f.write('{"epoch": 2, "cut by a ki')

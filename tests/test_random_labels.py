@@ -363,7 +363,21 @@ def test_grid_runs_the_report_grid_resumes_and_skips(tmp_path, monkeypatch, caps
 
 
 def test_grid_refuses_a_label_noise(tmp_path, capsys):
-    assert main(["run", "random-labels", "--grid", *TINY, "--label-noise", "0.3", "--out", str(tmp_path)]) == 1
+    assert (
+        main(
+            [
+                "run",
+                "random-labels",
+                "--grid",
+                *TINY,
+                "--label-noise",
+                "0.3",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
     assert "drop --label-noise" in capsys.readouterr().err
     assert not tmp_path.joinpath("random-labels").exists()
 

@@ -163,7 +163,11 @@ def test_demo_ends_with_a_report_of_all_three_studies(tmp_path, monkeypatch, cap
     assert last == f"report (open in a browser): {tmp_path / 'report' / 'index.html'}"
     page = (tmp_path / "report" / "index.html").read_text()
     assert {p.parent.name for p in paths} == {"robustness", "random-labels", "linreg"}
-    assert set(re.findall(r'id="study-([\w-]+)"', page)) == {"robustness", "random-labels", "linreg"}
+    assert set(re.findall(r'id="study-([\w-]+)"', page)) == {
+        "robustness",
+        "random-labels",
+        "linreg",
+    }
     assert f"{len(paths)} finished, 0 unfinished, 0 broken." in " ".join(page.split())
 
 

@@ -236,7 +236,9 @@ def test_compile_trains_and_keeps_plain_checkpoints(tmp_path):
     """--compile (torch.compile in place): the checkpoint's keys are Conv-4's own, and the run
     reaches the same accuracy as an uncompiled one up to float tolerance (slow: compiles C++)."""
     plain = run_study("robustness", tiny_cfg(epochs=1), out=tmp_path / "a", log=lambda _: None)
-    compiled = run_study("robustness", tiny_cfg(epochs=1, compile=True), out=tmp_path / "b", log=lambda _: None)
+    compiled = run_study(
+        "robustness", tiny_cfg(epochs=1, compile=True), out=tmp_path / "b", log=lambda _: None
+    )
     assert weights(compiled).keys() == weights(plain).keys()
     for name, tensor in weights(plain).items():
         torch.testing.assert_close(weights(compiled)[name], tensor, rtol=1e-3, atol=1e-4)

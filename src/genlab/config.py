@@ -50,7 +50,9 @@ def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
             value = tuple(value)
         choices = names[key].metadata.get("choices")
         if choices is not None and value not in choices:
-            raise GenlabError(f"{flag(key)}: {value!r} is not one of {', '.join(map(str, choices))}")
+            raise GenlabError(
+                f"{flag(key)}: {value!r} is not one of {', '.join(map(str, choices))}"
+            )
         kwargs[key] = value
     return cls(**kwargs)
 

@@ -25,8 +25,16 @@ from genlab.studies import linreg, random_labels, robustness
 from genlab.training.engine import LogFn
 
 DEMO_ROBUSTNESS = {"dataset": "digits", "width": 16, "epochs": 12, "lr": 0.05, "seed": 0}
-DEMO_RANDOM_LABELS = {"dataset": "digits", "train_subset": 200, "test_subset": 200, "width": 8, "optimizer": "adam", "lr": 0.005,
-                      "epochs": 15, "seed": 0}
+DEMO_RANDOM_LABELS = {
+    "dataset": "digits",
+    "train_subset": 200,
+    "test_subset": 200,
+    "width": 8,
+    "optimizer": "adam",
+    "lr": 0.005,
+    "epochs": 15,
+    "seed": 0,
+}
 DEMO_LINREG = {
     "n": 200,
     "p": 400,
@@ -94,13 +102,19 @@ def _demo_random_labels(out: Path, *, force: bool, quiet: bool, log: LogFn) -> l
         log(f"\n== random labels, p={p} ==")
         cfg = with_overrides(base, {"label_noise": p})
         paths.append(run_study("random-labels", cfg, out=out, force=force, quiet=quiet, log=log))
-    print(f"\nRandom labels on digits (Conv-4 width 8, {base.train_subset} train images, {base.epochs} epochs "
-          "of Adam; test labels clean):")
-    print(f"{'p':>4} {'changed':>8} {'params':>7} {'train acc (fitted)':>19} {'train acc (true)':>17} "
-          f"{'test acc':>9} {'seconds':>8}")
+    print(
+        f"\nRandom labels on digits (Conv-4 width 8, {base.train_subset} train images, {base.epochs} epochs "
+        "of Adam; test labels clean):"
+    )
+    print(
+        f"{'p':>4} {'changed':>8} {'params':>7} {'train acc (fitted)':>19} {'train acc (true)':>17} "
+        f"{'test acc':>9} {'seconds':>8}"
+    )
     for path in paths:
         s = read_json(path / "summary.json")
-        print(f"{s['label_noise']:>4} {s['fraction_changed']:>8.3f} {s['params']:>7,} "
-              f"{s['final_train_fitted_acc']:>19.3f} {s['final_acc']['train_true']:>17.3f} "
-              f"{s['final_acc']['test']:>9.3f} {s['seconds']:>8.1f}")
+        print(
+            f"{s['label_noise']:>4} {s['fraction_changed']:>8.3f} {s['params']:>7,} "
+            f"{s['final_train_fitted_acc']:>19.3f} {s['final_acc']['train_true']:>17.3f} "
+            f"{s['final_acc']['test']:>9.3f} {s['seconds']:>8.1f}"
+        )
     return paths

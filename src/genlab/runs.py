@@ -151,7 +151,6 @@ class Run:
         write_json(self.path / SUMMARY, summary)
 
 
-
 def environment(device: str, seed: int | None = None) -> dict[str, Any]:
     """What a number depends on besides its config: versions, commit, device, threads, seed."""
     import numpy

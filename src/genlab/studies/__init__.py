@@ -3,6 +3,11 @@
 
 from genlab.studies import linreg, memorization_map, random_labels, robustness
 
-STUDIES = {"robustness": robustness, "random-labels": random_labels, "memorization-map": memorization_map, "linreg": linreg}
+STUDIES = {
+    "robustness": robustness,
+    "random-labels": random_labels,
+    "memorization-map": memorization_map,
+    "linreg": linreg,
+}
 
 __all__ = ["STUDIES"]

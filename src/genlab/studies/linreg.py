@@ -592,7 +592,6 @@ def _lap(t: float) -> float:
     return round(time.perf_counter() - t, 3)
 
 
-
 def _dumps(record: dict[str, Any]) -> str:
     import json
 
