@@ -43,6 +43,19 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return Run(Path(run_dir), "resume").metrics()
 
 
+def _annotated_heatmap(ax: Any, grid: Any, **imshow: Any) -> Any:
+    """``grid`` (rows x columns, values in [0, 1], NaN = empty) as colours with its values written
+    in; returns the image for a colour bar."""
+    import numpy as np
+
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", **imshow)
+    for (i, j), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            color = "white" if value < 0.6 else "black"
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
+    return image
+
+
 def _save(fig: Any, path: Path) -> Path:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
     _pyplot().close(fig)

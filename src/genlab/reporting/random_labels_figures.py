@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.fileio import read_json
-from genlab.reporting.figures import OKABE_ITO, _pyplot, _read_metrics, _save
+from genlab.reporting.figures import OKABE_ITO, _annotated_heatmap, _pyplot, _read_metrics, _save
 from genlab.runs import CONFIG, DATASET, FIGURES, SUMMARY
 
 NOISE_COLORS = {
@@ -218,19 +218,7 @@ def plot_map(run_dir: Path) -> list[Path]:
         for c in cells:
             grid[widths.index(c["width"]), noise.index(c["label_noise"])] = c[key]
         fig, ax = plt.subplots(figsize=(6.4, 5.2))
-        im = ax.imshow(grid, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for i in range(len(widths)):
-            for j in range(len(noise)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(
-                        j,
-                        i,
-                        f"{grid[i, j]:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if grid[i, j] < 0.6 else "black",
-                    )
+        im = _annotated_heatmap(ax, grid, origin="lower")
         ax.set_xticks(range(len(noise)), [str(p) for p in noise])
         ax.set_yticks(range(len(widths)), [f"c={w}: {params[w]:,}" for w in widths])
         ax.set(

@@ -13,7 +13,14 @@ from typing import Any
 
 from genlab.data.transforms import VIEWS
 from genlab.fileio import atomic_write, read_json, write_json
-from genlab.reporting.figures import OKABE_ITO, VIEW_COLORS, _pyplot, _read_metrics, _save
+from genlab.reporting.figures import (
+    OKABE_ITO,
+    VIEW_COLORS,
+    _annotated_heatmap,
+    _pyplot,
+    _read_metrics,
+    _save,
+)
 from genlab.runs import CONFIG, DATASET, FIGURES, INVARIANCE, SUMMARY, VIEW_RESULTS
 
 MEASURES = (  # (key, label, line style)
@@ -64,18 +71,7 @@ def _heatmap(views: dict[str, Any], classes: list[str], path: Path, title: str) 
         ]
     )
     fig, ax = plt.subplots(figsize=(1.2 + 0.62 * (len(classes) + 1), 0.9 + 0.42 * len(names)))
-    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            ax.text(
-                j,
-                i,
-                f"{grid[i, j]:.2f}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if grid[i, j] < 0.6 else "black",
-            )
+    im = _annotated_heatmap(ax, grid)
     ax.set_xticks(range(len(classes) + 1), ["all", *classes], rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.axvline(0.5, color="white", lw=2)
