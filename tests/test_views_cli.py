@@ -14,6 +14,33 @@ from genlab.runs import FIGURES, INVARIANCE, SUMMARY, VIEW_RESULTS
 FAST = ["--dataset", "synthetic", "--width", "2", "--epochs", "1", "--device", "cpu", "--quiet"]
 
 
+def test_eval_refuses_a_run_whose_test_set_was_changed(tmp_path, capsys):
+    from genlab.cli import main
+
+    args = [
+        "run",
+        "random-labels",
+        "--dataset",
+        "synthetic",
+        "--width",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--test-subset",
+        "50",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    (run_dir,) = (tmp_path / "random-labels").iterdir()
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--views", "vflip"]) == 1
+    assert "trained with --test-subset" in capsys.readouterr().err
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     code = cli.main(list(args))
     out, err = capsys.readouterr()

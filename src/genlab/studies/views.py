@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genlab.config import option
+from genlab.config import flag, option
 from genlab.data import ImageDataset, load_dataset
 from genlab.data.transforms import VIEWS, parse_views, view
 from genlab.errors import GenlabError
@@ -97,6 +97,11 @@ def load_trained(
     cfg = read_json(run_dir / CONFIG)["config"]
     if "model" not in cfg or "width" not in cfg:
         raise GenlabError(f"{run_dir}: not an image-model run (its config names no model)")
+    changed = [k for k in ("corrupt_test", "test_subset") if cfg.get(k)]
+    changed += ["randomize"] if cfg.get("randomize", "labels") != "labels" else []
+    if changed:  # its own test set was not the clean, full, unrandomized split eval would load
+        flags = ", ".join(flag(k) for k in changed)
+        raise GenlabError(f"{run_dir}: trained with {flags}; its views would not be its test set")
     state = Run(run_dir, "resume").load_checkpoint()
     if state is None:
         raise GenlabError(f"{run_dir}: no checkpoint yet (train at least one epoch first)")
