@@ -67,7 +67,7 @@ def _title(cfg: dict[str, Any], dataset: dict[str, Any]) -> str:
     aug = cfg.get("augment", "none")
     return (
         f"{cfg.get('model', 'conv4')} width {cfg['width']} on {name} "
-        f"({dataset.get('num_train', '?'):,} train images, {cfg['epochs']} epochs, augment {aug})"
+        f"({dataset.get('num_train', '?'):,} train images, {cfg['epochs']} epoch{'s' if cfg['epochs'] != 1 else ''}, augment {aug})"
     )
 
 

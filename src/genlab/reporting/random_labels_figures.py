@@ -27,8 +27,8 @@ SUBSET_COLORS = {
     "train": OKABE_ITO[7],
     "train_true": OKABE_ITO[2],
     "train_noisy": OKABE_ITO[1],
-    "train_clean": OKABE_ITO[0],
-    "test": OKABE_ITO[3],
+    "train_clean": OKABE_ITO[5],
+    "test": OKABE_ITO[0],  # test is blue in every study's figures
 }
 SUBSET_LABELS = {
     "train": "train, fitted labels (as trained)",
