@@ -25,7 +25,10 @@ from genlab.errors import GenlabError
 from genlab.seeding import generator
 
 OPTIMIZERS = ("sgd", "adam")
-EVAL_BATCH = 1024
+# Evaluation batch per device type. On this 2-core CPU, batches of 128 evaluate Conv-4 2.3x
+# (width 4), 1.3x (width 16) and 1.0x (width 64) as fast as batches of 1,024, whose activations
+# leave the cache (median of 7 alternating windows); a GPU wants large batches.
+EVAL_BATCH = {"cpu": 128, "cuda": 1024}
 
 
 class NonFiniteLoss(GenlabError):
@@ -125,11 +128,12 @@ def evaluate(
     labels: torch.Tensor,  # (N,) int64
     normalize: Normalizer,
     num_classes: int,
-    batch_size: int = EVAL_BATCH,
+    batch_size: int | None = None,
 ) -> dict[str, object]:
     """Loss, accuracy and per-class accuracy of ``model`` in eval mode."""
     model.eval()
     device = normalize.scale.device
+    batch_size = batch_size or EVAL_BATCH.get(device.type, 1024)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     hits = torch.zeros(num_classes, dtype=torch.int64, device=device)
     for start in range(0, len(images), batch_size):
