@@ -43,6 +43,12 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return Run(Path(run_dir), "resume").metrics()
 
 
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """A trained run's resolved config, dataset.json and per-epoch records."""
+    cfg = read_json(run_dir / CONFIG)["config"]
+    return cfg, read_json(run_dir / DATASET), _read_metrics(run_dir)
+
+
 def _annotated_heatmap(ax: Any, grid: Any, **imshow: Any) -> Any:
     """``grid`` (rows x columns, values in [0, 1], NaN = empty) as colours with its values written
     in; returns the image for a colour bar."""
@@ -108,9 +114,7 @@ def plot_grid(run_dirs: list[Path], out: Path) -> list[Path]:
 
 def plot_robustness(run_dir: Path) -> list[Path]:
     plt = _pyplot()
-    cfg = read_json(run_dir / CONFIG)["config"]
-    dataset = read_json(run_dir / DATASET)
-    metrics = _read_metrics(run_dir)
+    cfg, dataset, metrics = _read_run(run_dir)
     if not metrics:
         return []
     classes = dataset["classes"]

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from genlab.fileio import read_json
-from genlab.reporting.figures import OKABE_ITO, _annotated_heatmap, _pyplot, _read_metrics, _save
+from genlab.reporting.figures import (
+    OKABE_ITO,
+    _annotated_heatmap,
+    _pyplot,
+    _read_metrics,
+    _read_run,
+    _save,
+)
 from genlab.runs import CONFIG, DATASET, FIGURES, SUMMARY
 
 NOISE_COLORS = {
@@ -51,9 +58,7 @@ def plot_run(run_dir: Path, study: str) -> list[Path]:
     if study == "memorization-map":
         return plot_map(run_dir)
     plt = _pyplot()
-    cfg = read_json(run_dir / CONFIG)["config"]
-    dataset = read_json(run_dir / DATASET)
-    metrics = _read_metrics(run_dir)
+    cfg, dataset, metrics = _read_run(run_dir)
     if not metrics:
         return []
     epochs = [m["epoch"] for m in metrics]

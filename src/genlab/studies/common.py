@@ -17,29 +17,58 @@ from genlab.runs import DATASET, Run
 from genlab.training import OPTIMIZERS, Normalizer, View, make_optimizer, resolve_device
 from genlab.training.device import DEVICES
 
+# The settings every image study spells the same way: (default, help, option keywords).
+_SHARED: dict[str, tuple[Any, str, dict[str, Any]]] = {
+    "dataset": ("digits", f"dataset: {', '.join(DATASETS)}, or the path of an image folder", {}),
+    "data_dir": (
+        None,
+        "folder holding an existing copy of the dataset (downloads nothing)",
+        {"identity": False},
+    ),
+    "model": ("conv4", "architecture", {"choices": MODELS}),
+    "kernel": (3, "odd convolution kernel size k", {}),
+    "epochs": (20, "number of training epochs", {}),
+    "batch_size": (64, "training batch size", {}),
+    "optimizer": ("sgd", "optimizer", {"choices": OPTIMIZERS}),
+    "lr": (0.1, "constant learning rate", {}),
+    "seed": (0, "seed for initialization, data order and every random choice of the run", {}),
+    "device": ("auto", "device", {"choices": DEVICES, "identity": False}),
+}
+_DEFAULT = object()
+
+
+def shared_option(name: str, default: Any = _DEFAULT) -> Any:
+    """The shared setting ``name`` as a config field, with another default if given."""
+    value, help, keywords = _SHARED[name]
+    return option(value if default is _DEFAULT else default, help, **keywords)
+
+
+def check_training(epochs: int, batch_size: int, lr: float) -> None:
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise GenlabError(f"{flag(name)} {value}: must be >= 1")
+    if not lr > 0:
+        raise GenlabError(f"--lr {lr}: must be > 0")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings shared by the image studies (each study's config extends it)."""
 
-    dataset: str = option(
-        "digits", f"dataset: {', '.join(DATASETS)}, or the path of an image folder"
-    )
-    data_dir: str | None = option(
-        None, "folder holding an existing copy of the dataset (downloads nothing)", identity=False
-    )
+    dataset: str = shared_option("dataset")
+    data_dir: str | None = shared_option("data_dir")
     train_subset: int | None = option(None, "train on this many images (a fixed random subset)")
-    model: str = option("conv4", "architecture", choices=MODELS)
+    model: str = shared_option("model")
     width: int = option(16, "Conv-4 width c (channels c, 2c, 4c, 8c)")
-    kernel: int = option(3, "odd convolution kernel size k")
-    epochs: int = option(20, "number of training epochs")
-    batch_size: int = option(64, "training batch size")
-    optimizer: str = option("sgd", "optimizer", choices=OPTIMIZERS)
-    lr: float = option(0.1, "constant learning rate")
+    kernel: int = shared_option("kernel")
+    epochs: int = shared_option("epochs")
+    batch_size: int = shared_option("batch_size")
+    optimizer: str = shared_option("optimizer")
+    lr: float = shared_option("lr")
     momentum: float = option(0.0, "SGD momentum")
     weight_decay: float = option(0.0, "weight decay")
-    seed: int = option(0, "seed for initialization, data order and every random choice of the run")
-    device: str = option("auto", "device", choices=DEVICES, identity=False)
+    seed: int = shared_option("seed")
+    device: str = shared_option("device")
     compile: bool = option(
         False,
         "torch.compile the model (~10 s to compile; 2-core CPU: 1.29x at width 4, 1.0x at 64)",
@@ -48,11 +77,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_architecture(self.width, self.kernel)  # before any run folder is made
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise GenlabError(f"{flag(name)} {getattr(self, name)}: must be >= 1")
-        if not self.lr > 0:
-            raise GenlabError(f"--lr {self.lr}: must be > 0")
+        check_training(self.epochs, self.batch_size, self.lr)
 
 
 @dataclass

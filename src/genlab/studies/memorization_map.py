@@ -28,16 +28,16 @@ from typing import Any
 import torch
 
 from genlab.config import option
-from genlab.data import DATASETS, channel_stats, load_dataset, take_subset
+from genlab.data import channel_stats, load_dataset, take_subset
 from genlab.data.labels import NOISE_MODES, check_noise, corrupt_labels
 from genlab.data.resize import resize
 from genlab.errors import GenlabError
-from genlab.models import MODELS, count_params, make_model
+from genlab.models import count_params, make_model
 from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
 from genlab.seeding import seed_from, stream
+from genlab.studies.common import check_training, shared_option
 from genlab.training import (
-    OPTIMIZERS,
     FitSpec,
     Normalizer,
     View,
@@ -45,19 +45,14 @@ from genlab.training import (
     make_optimizer,
     resolve_device,
 )
-from genlab.training.device import DEVICES
 from genlab.training.engine import LogFn
 from genlab.training.grouped import Member, fit_group
 
 
 @dataclass(frozen=True)
 class Config:
-    dataset: str = option(
-        "digits", f"dataset: {', '.join(DATASETS)}, or the path of an image folder"
-    )
-    data_dir: str | None = option(
-        None, "folder holding an existing copy of the dataset (downloads nothing)", identity=False
-    )
+    dataset: str = shared_option("dataset")
+    data_dir: str | None = shared_option("data_dir")
     n: int = option(1000, "training images (a fixed random subset, the same in every cell)")
     image_size: int = option(
         16, "images resized to this many pixels a side (digits hold 8x8 of detail); 0 keeps them"
@@ -72,14 +67,14 @@ class Config:
     stop_at_train_acc: float = option(
         0.99, "a cell stops, and counts as fitted, at this fitted-label train accuracy"
     )
-    model: str = option("conv4", "architecture", choices=MODELS)
-    kernel: int = option(3, "odd convolution kernel size k")
-    epochs: int = option(40, "epoch budget of each cell")
-    batch_size: int = option(64, "training batch size")
-    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
-    lr: float = option(0.003, "constant learning rate")
-    seed: int = option(0, "seed for initialization, data order and label noise")
-    device: str = option("auto", "device", choices=DEVICES, identity=False)
+    model: str = shared_option("model")
+    kernel: int = shared_option("kernel")
+    epochs: int = shared_option("epochs", 40)  # the budget of each cell
+    batch_size: int = shared_option("batch_size")
+    optimizer: str = shared_option("optimizer", "adam")
+    lr: float = shared_option("lr", 0.003)
+    seed: int = shared_option("seed")
+    device: str = shared_option("device")
 
     def __post_init__(self) -> None:
         if self.image_size < 0 or 0 < self.image_size < 4:
@@ -98,8 +93,7 @@ class Config:
         check_noise(0.0, self.label_noise_mode)
         if not 0 < self.stop_at_train_acc <= 1:
             raise GenlabError(f"--stop-at-train-acc {self.stop_at_train_acc}: must lie in (0, 1]")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise GenlabError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        check_training(self.epochs, self.batch_size, self.lr)
 
 
 PRESETS: dict[str, dict[str, Any]] = {}
