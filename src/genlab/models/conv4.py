@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from genlab.errors import GenlabError
+from genlab.models.batchnorm import BatchNorm2d
 
 POOLS = (1, 2, 2)  # then a global max pool
 
@@ -43,7 +44,7 @@ class Conv4(nn.Module):
             pool = nn.MaxPool2d(POOLS[i]) if i < len(POOLS) else nn.AdaptiveMaxPool2d(1)
             layers += [
                 nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=True),
-                nn.BatchNorm2d(c_out),
+                BatchNorm2d(c_out),
                 *([] if i < len(POOLS) and POOLS[i] == 1 else [pool]),
                 nn.ReLU(inplace=True),
             ]

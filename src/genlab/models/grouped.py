@@ -24,6 +24,7 @@ class GroupedConv4(nn.Module):
             raise ValueError("members of a group must share width and kernel")
         self.k = k = len(members)
         self.num_classes = first.classifier.out_features
+        like = {"dtype": first.classifier.weight.dtype, "device": first.classifier.weight.device}
         layers: list[nn.Module] = []
         for parts in zip(*(m.features for m in members), strict=True):
             layer = parts[0]
@@ -35,6 +36,7 @@ class GroupedConv4(nn.Module):
                     padding=layer.padding,
                     groups=k,
                     bias=True,
+                    **like,
                 )
                 with torch.no_grad():
                     grouped.weight.copy_(torch.cat([p.weight for p in parts]))
@@ -42,7 +44,7 @@ class GroupedConv4(nn.Module):
                 layers.append(grouped)
             elif isinstance(layer, nn.BatchNorm2d):
                 norm = nn.BatchNorm2d(
-                    layer.num_features * k, eps=layer.eps, momentum=layer.momentum
+                    layer.num_features * k, eps=layer.eps, momentum=layer.momentum, **like
                 )
                 with torch.no_grad():
                     for name in ("weight", "bias", "running_mean", "running_var"):
@@ -53,7 +55,9 @@ class GroupedConv4(nn.Module):
                 layers.append(layer)
         self.features = nn.Sequential(*layers)
         lin = [m.classifier for m in members]
-        self.classifier = nn.Conv2d(lin[0].in_features * k, self.num_classes * k, 1, groups=k)
+        self.classifier = nn.Conv2d(
+            lin[0].in_features * k, self.num_classes * k, 1, groups=k, **like
+        )
         with torch.no_grad():
             self.classifier.weight.copy_(torch.cat([m.weight for m in lin])[:, :, None, None])
             self.classifier.bias.copy_(torch.cat([m.bias for m in lin]))

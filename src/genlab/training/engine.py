@@ -54,7 +54,8 @@ def make_optimizer(
 
 @dataclass(frozen=True)
 class Normalizer:
-    """uint8 (N, H, W, C) -> float (N, C, H, W) channels_last, (x/255 - mean) / std per channel."""
+    """uint8 (N, H, W, C) -> float (N, C, H, W) channels_last, (x/255 - mean) / std per channel,
+    in the dtype of ``scale`` (float32; float64 in tests that need exact arithmetic)."""
 
     scale: torch.Tensor  # (1, C, 1, 1): 1 / (255 std)
     shift: torch.Tensor  # (1, C, 1, 1): -mean / std
@@ -62,15 +63,20 @@ class Normalizer:
 
     @classmethod
     def from_stats(
-        cls, mean: list[float], std: list[float], device: torch.device, channels_last: bool = True
+        cls,
+        mean: list[float],
+        std: list[float],
+        device: torch.device,
+        channels_last: bool = True,
+        dtype: torch.dtype = torch.float32,
     ) -> Normalizer:
         m = torch.tensor(mean, dtype=torch.float64)
         s = torch.tensor(std, dtype=torch.float64)
-        as4d = lambda t: t.to(torch.float32).view(1, -1, 1, 1).to(device)  # noqa: E731
+        as4d = lambda t: t.to(dtype).view(1, -1, 1, 1).to(device)  # noqa: E731
         return cls(as4d(1.0 / (255.0 * s)), as4d(-m / s), channels_last)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float().mul_(self.scale).add_(self.shift)
+        x = images.permute(0, 3, 1, 2).to(self.scale.dtype).mul_(self.scale).add_(self.shift)
         return x if self.channels_last else x.contiguous()
 
 
