@@ -2,13 +2,19 @@
 
 Same process, same data, engines alternating window by window (this machine is noisy: medians
 and the spread over windows are what to quote). The naive loop is what a typical course
-assignment writes: a torch Dataset returning one decoded, per-image normalized float tensor, a
-DataLoader with batch 64 and shuffle, and a per-batch transfer to the device.
+assignment writes: the network in the report's block order (conv -> BN -> ReLU -> MaxPool, NCHW;
+``report_layout``, the same weights as genlab's Conv-4), a torch Dataset returning one decoded,
+per-image normalized float tensor, a DataLoader with batch 64 and shuffle, and a per-batch
+transfer to the device. ``naive_conv4`` is that loop with genlab's model, to separate what the
+model's layout buys from what the engine buys.
 
     python benchmarks/bench_training.py                       # widths 4 and 64, CPU
     python benchmarks/bench_training.py --widths 4 16 --windows 5 --out runs/bench/training.json
+    python benchmarks/bench_training.py --device cuda --images 50000 50000 --compile
 
-Data: ../shared/data/cifar10-jpeg when present, else random images of CIFAR-10's shape.
+Data: ../shared/data/cifar10-jpeg (or --data) when present, else random images of CIFAR-10's
+shape. Besides the table it prints CIFAR-10 epoch seconds (50,000 training images plus the
+20,000 the flip study evaluates) and, from them, the wall time of the report's full study set.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch.nn.functional as F
 
 from genlab.data import channel_stats, load_dataset
 from genlab.models import Conv4
+from genlab.models.conv4 import report_layout
 from genlab.models.grouped import GroupedConv4
 from genlab.training import (
     Normalizer,
@@ -34,14 +41,24 @@ from genlab.training import (
     resolve_device,
     train_epoch,
 )
+from genlab.training.engine import resolve_precision
 from genlab.training.grouped import train_epoch_grouped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+CIFAR10_TRAIN, FLIP_EVAL = 50_000, 20_000  # images per epoch: trained; evaluated (test + flipped)
+# The report's full study set: (width, runs as training images per epoch, epochs, images each
+# epoch evaluates). Flip: none, random (50,000) and double (100,000) for 80 epochs, evaluated on
+# test and flipped test. Random labels: p = 0, 0.5, 1 at widths 4 and 64, evaluated on test,
+# the training set with its true labels, and its noisy and clean parts (110,000 images).
+STUDY_SET = {
+    "flip robustness": [(64, (50_000, 50_000, 100_000), 80, FLIP_EVAL)],
+    "random labels": [(4, (50_000,) * 3, 800, 110_000), (64, (50_000,) * 3, 1000, 110_000)],
+}
 
 
-def load_images(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if SHARED.is_dir():
-        train = load_dataset("cifar10", SHARED, quiet=True).train
+def load_images(n: int, data: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
+    if data.is_dir():
+        train = load_dataset("cifar10", data, quiet=True).train
         return train.images[:n], train.labels[:n], "cifar10-jpeg"
     g = torch.Generator().manual_seed(0)
     return (
@@ -96,52 +113,84 @@ def conv4_flops(width: int, kernel: int = 3, size: int = 32, num_classes: int = 
     return float(convs + 2 * 8 * width * num_classes)
 
 
-def conv_peak(device, windows: int) -> dict:
-    """GFLOP/s of a large 3x3 convolution, forward + backward (3x the forward FLOPs), channels_last."""
+def conv_peak(device, windows: int, precision: str) -> dict:
+    """GFLOP/s of a large 3x3 convolution, forward + backward (3x the forward FLOPs), channels_last,
+    in ``precision`` ("fp32", or "bf16" autocast as the engine runs it)."""
+    bf16 = precision == "bf16"
+    batch, reps = (64, 3) if device.type == "cpu" else (256, 50)
     x = (
-        torch.randn(64, 128, 32, 32, device=device)
+        torch.randn(batch, 128, 32, 32, device=device)
         .to(memory_format=torch.channels_last)
         .requires_grad_()
     )
     conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(device, memory_format=torch.channels_last)
-    flops = 3 * 2 * 64 * 32 * 32 * 128 * 128 * 9
+    flops = 3 * 2 * batch * 32 * 32 * 128 * 128 * 9
     rates = []
     for w in range(windows + 1):
+        _sync(device)
         t = time.perf_counter()
-        for _ in range(3):
-            conv(x).sum().backward()
+        for _ in range(reps):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                y = conv(x)
+            y.float().sum().backward()
         _sync(device)
         if w:
-            rates.append(3 * flops / (time.perf_counter() - t) / 1e9)
+            rates.append(reps * flops / (time.perf_counter() - t) / 1e9)
     return _stats(rates)
 
 
-def load_seconds(windows: int) -> dict | None:
+def load_seconds(windows: int, data: Path) -> dict | None:
     """Seconds to load CIFAR-10 (the image folder) from genlab's cache, after a first load."""
-    if not SHARED.is_dir():
+    if not data.is_dir():
         return None
-    load_dataset("cifar10", SHARED, quiet=True)
+    load_dataset("cifar10", data, quiet=True)
     times = []
     for _ in range(windows):
         t = time.perf_counter()
-        load_dataset("cifar10", SHARED, quiet=True)
+        load_dataset("cifar10", data, quiet=True)
         times.append(time.perf_counter() - t)
     return _stats(times)
 
 
-def bench_width(width: int, images, labels, windows: int, device) -> dict:
+def engine_specs(device, compiled: bool) -> dict[str, dict]:
+    """name -> how it runs. genlab runs its default precision (fp32 on CPU, bf16 on CUDA); the
+    engine in the other precision is the one ``--precision`` selects."""
+    default = resolve_precision("auto", device)
+    other = "fp32" if default == "bf16" else "bf16"
+    specs = {
+        "genlab": {"layout": "channels_last", "precision": default},
+        f"genlab_{other}": {"layout": "channels_last", "precision": other},
+        "genlab_nchw": {"layout": "nchw", "precision": default},
+        "naive": {"layout": "report", "precision": "fp32"},
+        "naive_conv4": {"layout": "nchw", "precision": "fp32"},
+    }
+    if compiled:
+        specs["genlab_compiled"] = {**specs["genlab"], "compile": True}
+    return specs
+
+
+def bench_width(width: int, images, labels, windows: int, device, compiled: bool) -> dict:
     n = len(images)
     mean, std = channel_stats(images)
-    engines = {}
-    for name in ("genlab", "genlab_nchw", "naive"):
-        torch.manual_seed(0)
-        model = Conv4(width).to(device)
-        if name == "genlab":
+    specs = engine_specs(device, compiled)
+    engines, norms = {}, {}
+    for name, spec in specs.items():
+        torch.manual_seed(0)  # every engine starts from the same weights
+        conv4 = Conv4(width).to(device)
+        model = report_layout(conv4) if spec["layout"] == "report" else conv4
+        if spec["layout"] == "channels_last":
             model = model.to(memory_format=torch.channels_last)
+        if spec.get("compile"):
+            model.compile()
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         engines[name] = (model, opt)
-    norm_cl = Normalizer.from_stats(mean, std, device, channels_last=True)
-    norm_nchw = Normalizer.from_stats(mean, std, device, channels_last=False)
+        norms[name] = Normalizer.from_stats(
+            mean,
+            std,
+            device,
+            channels_last=spec["layout"] == "channels_last",
+            precision=spec["precision"],
+        )
     x_dev, y_dev = images.to(device), labels.to(device)
     loader = torch.utils.data.DataLoader(
         NaiveDataset(images, labels, mean, std), batch_size=64, shuffle=True
@@ -151,40 +200,71 @@ def bench_width(width: int, images, labels, windows: int, device) -> dict:
     )
     train_ips = {k: [] for k in engines}
     eval_ips = {k: [] for k in engines}
-    for w in range(windows + 1):  # window 0 warms up and is discarded
+    peak_mib = {}
+    for w in range(windows + 1):  # window 0 warms up (and compiles) and is discarded
         for name, (model, opt) in engines.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
             t = time.perf_counter()
-            if name == "naive":
+            if name.startswith("naive"):
                 naive_train(model, opt, loader, device)
             else:
-                norm = norm_cl if name == "genlab" else norm_nchw
                 train_epoch(
-                    model, opt, x_dev, y_dev, norm, batch_size=64, generator=epoch_generator(0, w)
+                    model,
+                    opt,
+                    x_dev,
+                    y_dev,
+                    norms[name],
+                    batch_size=64,
+                    generator=epoch_generator(0, w),
                 )
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            _sync(device)
             dt = time.perf_counter() - t
             t = time.perf_counter()
-            if name == "naive":
+            if name.startswith("naive"):
                 naive_eval(model, eval_loader, device)
             else:
-                evaluate(model, x_dev, y_dev, norm_cl if name == "genlab" else norm_nchw, 10)
+                evaluate(model, x_dev, y_dev, norms[name], 10)
+            _sync(device)
             de = time.perf_counter() - t
             if w:
                 train_ips[name].append(n / dt)
                 eval_ips[name].append(n / de)
+            if device.type == "cuda":
+                peak_mib[name] = torch.cuda.max_memory_allocated(device) / 2**20
 
-    def stats(values):
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-    out = {
-        name: {"train_img_per_s": stats(train_ips[name]), "eval_img_per_s": stats(eval_ips[name])}
-        for name in engines
-    }
-    base = out["naive"]["train_img_per_s"]["median"]
+    out = {}
     for name in engines:
-        out[name]["train_speedup_vs_naive"] = out[name]["train_img_per_s"]["median"] / base
+        train, evaluation = _stats(train_ips[name]), _stats(eval_ips[name])
+        out[name] = {
+            **specs[name],
+            "train_img_per_s": train,
+            "eval_img_per_s": evaluation,
+            # one CIFAR-10 epoch of the flip study: train 50,000, evaluate test + flipped test
+            "cifar10_epoch_seconds": CIFAR10_TRAIN / train["median"]
+            + FLIP_EVAL / evaluation["median"],
+            "train_speedup_vs_naive": train["median"] / statistics.median(train_ips["naive"]),
+        }
+        if name in peak_mib:
+            out[name]["cuda_peak_mib"] = peak_mib[name]
     return out
+
+
+def project_study_set(widths: dict) -> dict | None:
+    """Wall time of the report's full study set from genlab's measured rates, run after run."""
+    if not all(str(w) in widths for runs in STUDY_SET.values() for w, *_ in runs):
+        return None
+    hours = {}
+    for study, runs in STUDY_SET.items():
+        seconds = 0.0
+        for width, trained, epochs, evaluated in runs:
+            rate = widths[str(width)]["genlab"]
+            train, evaluation = rate["train_img_per_s"]["median"], rate["eval_img_per_s"]["median"]
+            seconds += sum(epochs * (n / train + evaluated / evaluation) for n in trained)
+        hours[study] = seconds / 3600
+    hours["total"] = sum(hours.values())
+    return hours
 
 
 def bench_group(width: int, k: int, images, labels, windows: int, device) -> dict:
@@ -192,7 +272,9 @@ def bench_group(width: int, k: int, images, labels, windows: int, device) -> dic
     n = len(images)
     mean, std = channel_stats(images)
     norm = Normalizer.from_stats(mean, std, device)
-    wide = Normalizer(norm.scale.repeat(1, k, 1, 1), norm.shift.repeat(1, k, 1, 1))
+    wide = Normalizer(
+        norm.scale.repeat(1, k, 1, 1), norm.shift.repeat(1, k, 1, 1), precision=norm.precision
+    )
     x, y = images.to(device), torch.stack([labels.roll(i) for i in range(k)]).to(device)
     models = []
     for seed in range(k):
@@ -246,50 +328,62 @@ def main() -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--group", type=int, default=8, help="K width-4 models at once (0: skip)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd genlab")
+    parser.add_argument("--data", type=Path, default=SHARED, help="CIFAR-10 as an image folder")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/training.json"))
     args = parser.parse_args()
     threads = configure_threads()
     device = resolve_device(args.device)
     sizes = args.images or [4096 if w <= 8 else 512 for w in args.widths]
-    images, labels, source = load_images(max(sizes))
+    if len(sizes) != len(args.widths):
+        parser.error(f"--images: {len(sizes)} sizes for {len(args.widths)} widths")
+    images, labels, source = load_images(max(sizes), args.data)
     results = {
-        "device": str(device),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "threads": threads,
         "data": source,
         "torch": torch.__version__,
         "widths": {},
     }
     print(
-        f"device {device}, {threads} threads, data {source}, {args.windows} windows (medians, [min, max])"
+        f"device {results['device']}, {threads} threads, data {source}, torch {torch.__version__}, "
+        f"{args.windows} windows (medians, [min, max])"
     )
-    print(f"{'width':>5} {'engine':<12} {'train img/s':>24} {'x naive':>8} {'eval img/s':>24}")
+    print(
+        f"{'width':>5} {'engine':<16} {'train img/s':>24} {'x naive':>8} {'eval img/s':>24} "
+        f"{'epoch s':>8}"
+    )
     for width, n in zip(args.widths, sizes, strict=True):
-        r = bench_width(width, images[:n], labels[:n], args.windows, device)
+        r = bench_width(width, images[:n], labels[:n], args.windows, device, args.compile)
         results["widths"][str(width)] = {"images_per_window": n, **r}
         for name, v in r.items():
             t, e = v["train_img_per_s"], v["eval_img_per_s"]
             print(
-                f"{width:>5} {name:<12} {t['median']:>9.0f} [{t['min']:>5.0f}, {t['max']:>5.0f}] "
-                f"{v['train_speedup_vs_naive']:>7.2f}x {e['median']:>9.0f} [{e['min']:>5.0f}, {e['max']:>5.0f}]"
+                f"{width:>5} {name:<16} {t['median']:>9.0f} [{t['min']:>5.0f}, {t['max']:>5.0f}] "
+                f"{v['train_speedup_vs_naive']:>7.2f}x {e['median']:>9.0f} [{e['min']:>5.0f}, "
+                f"{e['max']:>5.0f}] {v['cifar10_epoch_seconds']:>8.2f}"
             )
-    peak = conv_peak(device, args.windows)
-    results["conv_peak_gflops"] = peak
-    print(
-        f"3x3 conv peak (fwd+bwd, 64x128x32x32): {peak['median']:.0f} GFLOP/s [{peak['min']:.0f}, {peak['max']:.0f}]"
-    )
+    peaks = {p: conv_peak(device, args.windows, p) for p in ("fp32", "bf16")}
+    results["conv_peak_gflops"] = peaks
+    for precision, peak in peaks.items():
+        print(
+            f"3x3 conv peak, {precision} (fwd+bwd, 128->128 channels, 32x32): "
+            f"{peak['median']:.0f} GFLOP/s [{peak['min']:.0f}, {peak['max']:.0f}]"
+        )
     for width, r in results["widths"].items():
         flops = 3 * conv4_flops(int(width))  # forward + backward per training image
         for v in r.values():
             if isinstance(v, dict) and "train_img_per_s" in v:
                 v["train_gflops"] = flops * v["train_img_per_s"]["median"] / 1e9
-                v["share_of_conv_peak"] = v["train_gflops"] / peak["median"]
+                peak = peaks[v["precision"]]["median"]  # against the peak of its own arithmetic
+                v["share_of_conv_peak"] = v["train_gflops"] / peak
         shares = ", ".join(
             f"{n} {v['train_gflops']:.0f} GFLOP/s ({v['share_of_conv_peak']:.0%})"
             for n, v in r.items()
             if isinstance(v, dict) and "train_gflops" in v
         )
         print(f"width {width} ({conv4_flops(int(width)) / 1e6:.1f} MFLOP/image forward): {shares}")
-    load = load_seconds(args.windows)
+    load = load_seconds(args.windows, args.data)
     if load is not None:
         results["cifar10_cache_load_seconds"] = load
         print(
@@ -303,6 +397,13 @@ def main() -> None:
         print(
             f"K={g['k']} width-4 models: sequential {g['sequential_img_per_s']['median']:.0f} img/s, "
             f"grouped {g['grouped_img_per_s']['median']:.0f} img/s (aggregate): {g['speedup']:.2f}x"
+        )
+    study_set = project_study_set(results["widths"])
+    if study_set is not None:
+        results["study_set_hours"] = study_set
+        print(
+            "the report's full study set, run after run at these rates: "
+            + ", ".join(f"{k} {v:.2f} h" for k, v in study_set.items())
         )
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)

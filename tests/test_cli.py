@@ -93,6 +93,7 @@ def test_preset_then_flags(tmp_path, capsys):
         (["--lr", "-1"], "--lr -1.0: must be > 0"),
         (["--preset", "nope"], "--preset 'nope': no such preset (valid: report)"),
         (["--train-subset", "100000"], "--train-subset 100000: must be between 1 and 256"),
+        (["--precision", "fp16"], "--precision"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_1(tmp_path, capsys, args, message):

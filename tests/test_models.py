@@ -3,6 +3,7 @@ import torch
 
 from genlab.errors import GenlabError
 from genlab.models import Conv4, conv4_param_count, count_params, make_model
+from genlab.models.conv4 import report_layout
 
 
 def test_report_parameter_counts_are_exact():
@@ -31,20 +32,10 @@ def test_spatial_sizes_follow_the_report(kernel):
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def _report_order(model: Conv4) -> torch.nn.Module:
-    """The same weights in the report's literal order: conv -> BN -> ReLU -> MaxPool(1, 2, 2, 8)."""
-    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
-    norms = [m for m in model.features if isinstance(m, torch.nn.BatchNorm2d)]
-    layers = []
-    for conv, norm, pool in zip(convs, norms, (1, 2, 2, 8), strict=True):
-        layers += [conv, norm, torch.nn.ReLU(), torch.nn.MaxPool2d(pool)]
-    return torch.nn.Sequential(*layers, torch.nn.Flatten(), model.classifier)
-
-
 def test_pooling_before_relu_is_exactly_the_report_block():
     torch.manual_seed(0)
     model = Conv4(width=3, kernel=3).double()
-    reference = _report_order(model)
+    reference = report_layout(model)
     x = torch.randn(8, 3, 32, 32, dtype=torch.double)
     out = model(x)
     ref = reference(x)

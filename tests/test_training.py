@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from genlab.config import with_overrides
+from genlab.data import make_synthetic
 from genlab.launch import run_study
+from genlab.models import Conv4
 from genlab.runs import CHECKPOINT, METRICS, SUMMARY, Run
 from genlab.studies import robustness
 from genlab.training import Normalizer, epoch_generator, train_epoch
@@ -242,3 +244,32 @@ def test_compile_trains_and_keeps_plain_checkpoints(tmp_path):
     assert weights(compiled).keys() == weights(plain).keys()
     for name, tensor in weights(plain).items():
         torch.testing.assert_close(weights(compiled)[name], tensor, rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_precision_on_the_cpu_is_deterministic_and_keeps_fp32_weights():
+    """--precision bf16: autocast on the CPU (width 64 trains ~2x as fast with AVX512-BF16)."""
+    data = make_synthetic(n_train=256, n_test=8, num_classes=4, seed=0).train
+    results = {}
+    for precision in ("bf16", "bf16", "fp32"):
+        norm = Normalizer.from_stats(
+            [0.5] * 3, [0.25] * 3, torch.device("cpu"), precision=precision
+        )
+        torch.manual_seed(0)
+        model = Conv4(4, num_classes=4).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        metrics = train_epoch(
+            model,
+            opt,
+            data.images,
+            data.labels,
+            norm,
+            batch_size=32,
+            generator=epoch_generator(0, 1),
+        )
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        results.setdefault(precision, []).append((metrics["loss"], model.state_dict()))
+    (loss_a, state_a), (loss_b, state_b) = results["bf16"]
+    assert loss_a == loss_b and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    loss_fp32, state_fp32 = results["fp32"][0]
+    assert loss_a == pytest.approx(loss_fp32, rel=0.05)  # close, but computed in bf16
+    assert not torch.equal(state_a["features.0.weight"], state_fp32["features.0.weight"])

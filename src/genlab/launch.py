@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from genlab.config import identity_dict, run_id, to_dict
 from genlab.reporting.figures import plot_run
 from genlab.runs import FIGURES, Run, environment
 from genlab.studies import STUDIES
 from genlab.training import resolve_device
-from genlab.training.engine import LogFn
+from genlab.training.engine import LogFn, resolve_precision
 
 
 def run_dir_for(study: str, cfg: Any, out: Path) -> Path:
@@ -61,8 +63,9 @@ def run_together(
             if not (path / FIGURES).exists():
                 plot_run(path)
             continue
-        device = str(resolve_device(cfg.device)) if hasattr(cfg, "device") else "cpu"
-        run.record_env(environment(device, getattr(cfg, "seed", None)))
+        device = resolve_device(cfg.device) if hasattr(cfg, "device") else torch.device("cpu")
+        precision = resolve_precision(getattr(cfg, "precision", "auto"), device)
+        run.record_env(environment(str(device), getattr(cfg, "seed", None), precision))
         todo.append((cfg, run))
     if len(todo) > 1 and hasattr(module, "run_group"):
         module.run_group([c for c, _ in todo], [r for _, r in todo], log=log, quiet=quiet)

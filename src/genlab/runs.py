@@ -151,8 +151,9 @@ class Run:
         write_json(self.path / SUMMARY, summary)
 
 
-def environment(device: str, seed: int | None = None) -> dict[str, Any]:
-    """What a number depends on besides its config: versions, commit, device, threads, seed."""
+def environment(device: str, seed: int | None = None, precision: str = "fp32") -> dict[str, Any]:
+    """What a number depends on besides its config: versions, commit, device, arithmetic,
+    threads, seed."""
     import numpy
     import torch
 
@@ -166,6 +167,7 @@ def environment(device: str, seed: int | None = None) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": device,
+        "precision": precision,
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
         "argv": sys.argv,

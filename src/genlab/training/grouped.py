@@ -132,7 +132,7 @@ def train_epoch_grouped(
         x = images[index] if images.ndim == 4 else images[members, index]  # (K, B, H, W, C)
         x = x.permute(1, 2, 3, 0, 4).reshape(b, x.shape[2], x.shape[3], -1)  # (B, H, W, K*C)
         y = labels.gather(1, index)  # (K, B)
-        with autocast(device):  # bf16 on CUDA, as train_epoch
+        with autocast(normalize):  # as train_epoch
             logits = model(normalize(x))  # (B, K, classes)
             losses = F.cross_entropy(logits.transpose(1, 2), y.T, reduction="none").mean(0)  # (K,)
         optimizer.zero_grad(set_to_none=True)
@@ -197,6 +197,7 @@ def fit_group(
                     wide = Normalizer(
                         torch.cat([m.normalize.scale for m in cohort], 1),
                         torch.cat([m.normalize.shift for m in cohort], 1),
+                        precision=cohort[0].normalize.precision,
                     )
                 results = train_epoch_grouped(
                     model,

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU checks in one run: the tests marked gpu, the training benchmark over full CIFAR-10
+# epochs (genlab against the naive loop, both precisions, torch.compile, K models at once), and
+# a few real epochs of the report's presets, whose per-epoch seconds the run folders record.
+#
+#   bash benchmarks/gpu.sh [CIFAR10_IMAGE_FOLDER] [OUT]      # defaults: ../shared/data/cifar10-jpeg runs/gpu
+#
+# Every step runs even if one before it fails; the exit status says whether any failed.
+set -uo pipefail
+data=${1:-../shared/data/cifar10-jpeg}
+out=${2:-runs/gpu}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+status=0
+step() {
+    echo "== $1 ($(date +%T))"
+    shift
+    "$@" || { echo "== failed: $*"; status=1; }
+}
+step environment nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+step torch python -c "import torch; print(torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
+step "tests marked gpu" python -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+step "training benchmark" python benchmarks/bench_training.py --device cuda \
+    --images 50000 50000 --windows 2 --compile --data "$data" --out "$out/bench_cuda.json"
+step "flip study, report preset, 3 epochs" python -m genlab run robustness --preset report \
+    --epochs 3 --data-dir "$data" --device cuda --views none --out "$out/runs"
+step "random-label grid, 2 epochs (width 4 runs train as one group)" python -m genlab run \
+    random-labels --grid --epochs 2 --dataset cifar10 --data-dir "$data" --device cuda \
+    --out "$out/runs"
+echo "== done ($(date +%T)), status $status"
+exit $status
