@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
@@ -113,18 +114,22 @@ def conv4_flops(width: int, kernel: int = 3, size: int = 32, num_classes: int = 
     return float(convs + 2 * 8 * width * num_classes)
 
 
+PEAK_SHAPE = {"cpu": (64, 128, 3), "cuda": (256, 256, 20)}  # batch, channels, reps per window
+
+
 def conv_peak(device, windows: int, precision: str) -> dict:
     """GFLOP/s of a large 3x3 convolution, forward + backward (3x the forward FLOPs), channels_last,
     in ``precision`` ("fp32", or "bf16" autocast as the engine runs it)."""
     bf16 = precision == "bf16"
-    batch, reps = (64, 3) if device.type == "cpu" else (256, 50)
+    batch, channels, reps = PEAK_SHAPE[device.type]
     x = (
-        torch.randn(batch, 128, 32, 32, device=device)
+        torch.randn(batch, channels, 32, 32, device=device)
         .to(memory_format=torch.channels_last)
         .requires_grad_()
     )
-    conv = torch.nn.Conv2d(128, 128, 3, padding=1).to(device, memory_format=torch.channels_last)
-    flops = 3 * 2 * batch * 32 * 32 * 128 * 128 * 9
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+    conv = conv.to(device, memory_format=torch.channels_last)
+    flops = 3 * 2 * batch * 32 * 32 * channels * channels * 9
     rates = []
     for w in range(windows + 1):
         _sync(device)
@@ -161,6 +166,11 @@ def engine_specs(device, compiled: bool) -> dict[str, dict]:
         "genlab": {"layout": "channels_last", "precision": default},
         f"genlab_{other}": {"layout": "channels_last", "precision": other},
         "genlab_nchw": {"layout": "nchw", "precision": default},
+        **(
+            {"genlab_eager": {"layout": "channels_last", "precision": default, "graphs": False}}
+            if device.type == "cuda"
+            else {}
+        ),
         "naive": {"layout": "report", "precision": "fp32"},
         "naive_conv4": {"layout": "nchw", "precision": "fp32"},
     }
@@ -169,10 +179,13 @@ def engine_specs(device, compiled: bool) -> dict[str, dict]:
     return specs
 
 
-def bench_width(width: int, images, labels, windows: int, device, compiled: bool) -> dict:
+def bench_width(
+    width: int, images, labels, windows: int, device, compiled: bool, only: list[str] | None
+) -> dict:
     n = len(images)
     mean, std = channel_stats(images)
     specs = engine_specs(device, compiled)
+    specs = {k: v for k, v in specs.items() if not only or k in only or k == "naive"}
     engines, norms = {}, {}
     for name, spec in specs.items():
         torch.manual_seed(0)  # every engine starts from the same weights
@@ -205,6 +218,8 @@ def bench_width(width: int, images, labels, windows: int, device, compiled: bool
         for name, (model, opt) in engines.items():
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+            # genlab_eager: CUDA graphs off (the variable is read at every epoch)
+            os.environ["GENLAB_CUDA_GRAPHS"] = "0" if specs[name].get("graphs") is False else "1"
             _sync(device)
             t = time.perf_counter()
             if name.startswith("naive"):
@@ -330,6 +345,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="K width-4 models at once (0: skip)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd genlab")
     parser.add_argument("--data", type=Path, default=SHARED, help="CIFAR-10 as an image folder")
+    parser.add_argument("--engines", nargs="+", help="only these engines (naive always runs)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/training.json"))
     args = parser.parse_args()
     threads = configure_threads()
@@ -354,7 +370,9 @@ def main() -> None:
         f"{'epoch s':>8}"
     )
     for width, n in zip(args.widths, sizes, strict=True):
-        r = bench_width(width, images[:n], labels[:n], args.windows, device, args.compile)
+        r = bench_width(
+            width, images[:n], labels[:n], args.windows, device, args.compile, args.engines
+        )
         results["widths"][str(width)] = {"images_per_window": n, **r}
         for name, v in r.items():
             t, e = v["train_img_per_s"], v["eval_img_per_s"]
@@ -365,9 +383,10 @@ def main() -> None:
             )
     peaks = {p: conv_peak(device, args.windows, p) for p in ("fp32", "bf16")}
     results["conv_peak_gflops"] = peaks
+    batch, channels, _ = PEAK_SHAPE[device.type]
     for precision, peak in peaks.items():
         print(
-            f"3x3 conv peak, {precision} (fwd+bwd, 128->128 channels, 32x32): "
+            f"3x3 conv peak, {precision} (fwd+bwd, {batch}x{channels}x32x32): "
             f"{peak['median']:.0f} GFLOP/s [{peak['min']:.0f}, {peak['max']:.0f}]"
         )
     for width, r in results["widths"].items():

@@ -11,8 +11,9 @@ exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -49,10 +50,13 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     if not lr > 0:
         raise GenlabError(f"--lr {lr}: must be > 0")
+    params = list(params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        # capturable: its step count lives on the device, so a CUDA graph can replay the step
+        capturable = bool(params) and params[0].device.type == "cuda"
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=capturable)
     raise GenlabError(f"--optimizer {name!r}: not one of {', '.join(OPTIMIZERS)}")
 
 
@@ -100,10 +104,58 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(normalize: Normalizer):
-    """The autocast context for a model fed by ``normalize``."""
+    """The autocast context for a model fed by ``normalize``. Its cache of cast weights is off:
+    Conv-4 uses each weight once per step, and a CUDA graph must not capture the cache."""
     if normalize.precision == "bf16":
-        return torch.autocast(normalize.scale.device.type, dtype=torch.bfloat16)
+        device_type = normalize.scale.device.type
+        return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
+
+
+WARMUP_STEPS = 3  # eager steps before a capture: optimizer state and library handles exist
+
+
+def cuda_graphs_enabled(device: torch.device) -> bool:
+    """CUDA graphs for training steps on CUDA, unless GENLAB_CUDA_GRAPHS=0."""
+    text = os.environ.get("GENLAB_CUDA_GRAPHS", "1")
+    if text not in ("0", "1"):
+        raise GenlabError(f"GENLAB_CUDA_GRAPHS={text!r}: must be 0 or 1")
+    return device.type == "cuda" and text == "1"
+
+
+def run_steps(
+    step: Callable[[torch.Tensor], None],
+    batches: Sequence[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    graph: bool,
+) -> None:
+    """``step(index)`` for every batch of indices, in order. With ``graph`` (CUDA), the first
+    steps run eagerly, then one step is captured as a CUDA graph and replayed for the rest, its
+    index buffer refilled each time: at batch 64 a Conv-4 step is a few hundred small kernels,
+    and launching them from Python, not running them, set the pace (benchmarks/). Every step is
+    the same computation either way, in the same order; ``step`` must keep its results in
+    tensors (no host sync) and draw no random numbers."""
+    if not graph or len(batches) <= WARMUP_STEPS:
+        for index in batches:
+            step(index)
+        return
+    main = torch.cuda.current_stream()
+    side = torch.cuda.Stream()
+    side.wait_stream(main)
+    with torch.cuda.stream(side):  # warm-up off the capturing stream, as CUDA graphs require
+        for index in batches[:WARMUP_STEPS]:
+            step(index)
+    main.wait_stream(side)
+    static_index = batches[WARMUP_STEPS].clone()
+    optimizer.zero_grad(set_to_none=True)  # gradients are then allocated in the graph's pool
+    graph_ = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph_):
+        step(static_index)
+    for index in batches[WARMUP_STEPS:]:
+        static_index.copy_(index)
+        graph_.replay()
+    optimizer.zero_grad(set_to_none=True)  # let the graph's memory go with it
 
 
 def train_epoch(
@@ -130,8 +182,8 @@ def train_epoch(
         batches.pop()
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    for index in batches:
+
+    def step(index: torch.Tensor) -> None:
         x, y = images[index], labels[index]
         if augment == "random":
             x = random_vflip(x, generator)
@@ -141,9 +193,12 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
+        total_loss.add_(loss.detach().double() * len(y))
+        correct.add_((logits.detach().argmax(1) == y).sum())
+
+    graph = augment != "random" and cuda_graphs_enabled(device)  # random draws on the host
+    run_steps(step, batches, optimizer, graph=graph)
+    seen = sum(len(index) for index in batches)
     return {"loss": total_loss.item() / seen, "acc": correct.item() / seen}
 
 

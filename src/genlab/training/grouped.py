@@ -26,9 +26,11 @@ from genlab.training.engine import (
     View,
     autocast,
     check_finite,
+    cuda_graphs_enabled,
     epoch_generator,
     evaluate_views,
     flatten_metrics,
+    run_steps,
     train_epoch,
 )
 from genlab.training.loop import FitSpec, Record, checkpoint_state, epoch_line, resume
@@ -125,9 +127,8 @@ def train_epoch_grouped(
     members = torch.arange(k, device=device)[:, None]
     total_loss = torch.zeros(k, dtype=torch.float64, device=device)
     correct = torch.zeros(k, dtype=torch.int64, device=device)
-    seen = 0
-    for start in starts:
-        index = order[:, start : start + batch_size]  # (K, B)
+
+    def step(index: torch.Tensor) -> None:  # index: (K, B), member k's batch in row k
         b = index.shape[1]
         x = images[index] if images.ndim == 4 else images[members, index]  # (K, B, H, W, C)
         x = x.permute(1, 2, 3, 0, 4).reshape(b, x.shape[2], x.shape[3], -1)  # (B, H, W, K*C)
@@ -138,9 +139,12 @@ def train_epoch_grouped(
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # members share no weight: each gets its own loss's gradient
         optimizer.step()
-        total_loss += losses.detach().double() * b
-        correct += (logits.detach().argmax(2) == y.T).sum(0)
-        seen += b
+        total_loss.add_(losses.detach().double() * b)
+        correct.add_((logits.detach().argmax(2) == y.T).sum(0))
+
+    batches = [order[:, start : start + batch_size] for start in starts]
+    run_steps(step, batches, optimizer, graph=cuda_graphs_enabled(device))
+    seen = sum(index.shape[1] for index in batches)
     return [
         {"loss": total_loss[i].item() / seen, "acc": correct[i].item() / seen} for i in range(k)
     ]
