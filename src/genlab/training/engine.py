@@ -150,8 +150,15 @@ def run_steps(
     static_index = batches[WARMUP_STEPS].clone()
     optimizer.zero_grad(set_to_none=True)  # gradients are then allocated in the graph's pool
     graph_ = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph_):
-        step(static_index)
+    try:
+        with torch.cuda.graph(graph_):
+            step(static_index)
+    except RuntimeError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GenlabError(
+            f"capturing a training step as a CUDA graph failed ({first_line}); "
+            "set GENLAB_CUDA_GRAPHS=0 to train without graphs"
+        ) from e
     for index in batches[WARMUP_STEPS:]:
         static_index.copy_(index)
         graph_.replay()
