@@ -134,17 +134,17 @@ def test_a_killed_extraction_leaves_nothing_the_next_load_trusts(
     from genlab.data import cifar10
 
     archive = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz")
-    real = cifar10.read_cifar10_batches
+    real = cifar10._read_batches
 
     def killed(folder):
         raise KeyboardInterrupt  # after extraction, before the rename
 
-    monkeypatch.setattr(cifar10, "read_cifar10_batches", killed)
+    monkeypatch.setattr(cifar10, "_read_batches", killed)
     with pytest.raises(KeyboardInterrupt):
         load_cifar10(url=archive.as_uri(), md5=md5sum(archive), quiet=True)
     assert not (_isolated_cache / "cifar10" / "cifar-10-batches-py").exists()
     assert [p.name for p in (_isolated_cache / "cifar10").iterdir()] == ["cifar-10-python.tar.gz"]
-    monkeypatch.setattr(cifar10, "read_cifar10_batches", real)
+    monkeypatch.setattr(cifar10, "_read_batches", real)
     assert len(load_cifar10(url="file:///nonexistent", md5=md5sum(archive), quiet=True).train) == 30
 
 
@@ -182,3 +182,44 @@ def test_progress_bar_shows_the_download(tmp_path, capsys):
     archive = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz")
     load_cifar10(url=archive.as_uri(), md5=md5sum(archive))
     assert "cifar-10-python.tar.gz" in capsys.readouterr().err
+
+
+def _batches_folder(path: Path, n: int = 4) -> Path:
+    path.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for seed, name in enumerate(names):
+        (path / name).write_bytes(pickle.dumps(cifar_batch(n, seed), protocol=2))
+    return path
+
+
+def test_batches_are_unpickled_once_then_served_from_the_cache(tmp_path, monkeypatch):
+    from genlab.data import cifar10
+
+    folder = _batches_folder(tmp_path / "cifar-10-batches-py")
+    first = load_cifar10(folder)
+
+    def no_unpickling(path):
+        raise AssertionError(f"unpickled {path} although the cache is valid")
+
+    monkeypatch.setattr(cifar10, "read_batch", no_unpickling)
+    second = load_cifar10(folder)
+    assert torch.equal(first.train.images, second.train.images)
+    assert torch.equal(first.test.labels, second.test.labels)
+    assert second.train.classes == CIFAR10_CLASSES
+
+
+def test_a_changed_batch_file_invalidates_the_cache(tmp_path):
+    folder = _batches_folder(tmp_path / "cifar-10-batches-py")
+    load_cifar10(folder)
+    (folder / "test_batch").write_bytes(pickle.dumps(cifar_batch(7, 99), protocol=2))
+    assert len(load_cifar10(folder).test) == 7
+
+
+def test_a_damaged_cache_is_rebuilt(tmp_path, _isolated_cache):
+    folder = _batches_folder(tmp_path / "cifar-10-batches-py")
+    first = load_cifar10(folder)
+    [cached] = (_isolated_cache / "arrays").iterdir()
+    (cached / "train_images.npy").write_bytes(b"not an array")
+    again = load_cifar10(folder)
+    assert torch.equal(first.train.images, again.train.images)
+    assert np.load(cached / "train_images.npy").shape == (20, 32, 32, 3)  # written again

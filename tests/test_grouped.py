@@ -10,7 +10,7 @@ from genlab.models import Conv4
 from genlab.models.grouped import GroupedConv4
 from genlab.runs import Run
 from genlab.training import FitSpec, Normalizer, View, fit, make_optimizer
-from genlab.training.grouped import Member, fit_group
+from genlab.training.grouped import Member, fit_group, worth_grouping
 
 SEEDS = (0, 1, 2)
 
@@ -88,7 +88,7 @@ def test_grouped_sgd_equals_training_one_by_one(tmp_path):
         for k, seed in enumerate(SEEDS)
     ]
     histories = fit_group(
-        members, lambda p: make_optimizer("sgd", p, 0.01), 4, spec, log=lambda _: None
+        members, lambda p: make_optimizer("sgd", p, 0.01), 4, spec, log=lambda _: None, grouped=True
     )
     assert [len(h) for h in histories] == [3, 2, 3]
     for k in (0, 2):
@@ -117,7 +117,12 @@ def test_grouped_adam_equals_training_one_by_one_where_the_gradient_is_not_zero(
         for k, s in enumerate(SEEDS)
     ]
     fit_group(
-        members, lambda p: make_optimizer("adam", p, 0.01), 4, FitSpec(1, 16, 0), log=lambda _: None
+        members,
+        lambda p: make_optimizer("adam", p, 0.01),
+        4,
+        FitSpec(1, 16, 0),
+        log=lambda _: None,
+        grouped=True,
     )
     x = norm(views["test"].images)
     for k, (model, _) in enumerate(alone):
@@ -139,14 +144,14 @@ def test_a_group_resumes_members_at_different_epochs(tmp_path):
         Member(runs[k], models[k], opts[k], images, labels[k], norm, views, s)
         for k, s in enumerate(SEEDS)
     ]
-    fit_group(members[:1], make, 4, FitSpec(2, 16, 0), log=lambda _: None)  # member 0 is ahead
+    fit_group(members[:1], make, 4, FitSpec(2, 16, 0), log=lambda _: None, grouped=True)
     # a fresh process: new objects, the same run folders
     _, _, _, _, models2, opts2, _ = _setup(tmp_path / "unused", "sgd", "x")
     resumed = [
         Member(Run(runs[k].path, "resume"), models2[k], opts2[k], images, labels[k], norm, views, s)
         for k, s in enumerate(SEEDS)
     ]
-    histories = fit_group(resumed, make, 4, FitSpec(3, 16, 0), log=lambda _: None)
+    histories = fit_group(resumed, make, 4, FitSpec(3, 16, 0), log=lambda _: None, grouped=True)
     assert [[r["epoch"] for r in h] for h in histories] == [[1, 2, 3]] * 3
 
     ref_images, ref_labels, ref_views, _, ref_models, ref_opts, ref_runs = _setup(
@@ -165,3 +170,31 @@ def test_a_group_resumes_members_at_different_epochs(tmp_path):
     )
     for name, tensor in ref_models[0].state_dict().items():
         torch.testing.assert_close(models2[0].state_dict()[name], tensor, rtol=1e-4, atol=1e-5)
+
+
+def test_on_the_cpu_members_train_one_by_one_and_equal_single_runs_exactly(tmp_path, monkeypatch):
+    """Grouping is chosen by measurement (worth_grouping): on the CPU a cohort trains member by
+    member, through the very code a single run uses, so results are bit-identical to ``fit``."""
+    from genlab.training import grouped as grouped_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("grouped on the CPU")
+
+    monkeypatch.setattr(grouped_module, "train_epoch_grouped", refuse)
+    alone = _train_alone(tmp_path, "sgd", 2)
+    images, labels, views, norm, models, opts, runs = _setup(tmp_path, "sgd", "auto")
+    members = [
+        Member(runs[k], models[k], opts[k], images, labels[k], norm, views, s)
+        for k, s in enumerate(SEEDS)
+    ]
+    fit_group(members, lambda p: make_optimizer("sgd", p, 0.01), 4, FitSpec(2, 16, 0), log=lambda _: None)
+    for k, (model, _) in enumerate(alone):
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(models[k].state_dict()[name], tensor), name
+
+
+def test_grouping_policy():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not worth_grouping(Conv4(4), cpu)
+    assert worth_grouping(Conv4(4), cuda) and worth_grouping(Conv4(16), cuda)
+    assert not worth_grouping(Conv4(64), cuda)

@@ -5,9 +5,10 @@ it is opened, extracted with every member checked to stay inside the target fold
 with an unpickler that admits only the globals the format needs (numpy array reconstruction), so
 a tampered batch file cannot run code.
 
-Image folders (``root/{train,test}/<class>/*.png|jpg|jpeg``) are decoded once with Pillow and
-cached as .npy beside a manifest of every file's size and mtime; a changed folder invalidates
-the cache.
+Image folders (``root/{train,test}/<class>/*.png|jpg|jpeg``) are decoded once with Pillow, and
+official batches unpickled once; both are then cached as .npy arrays stamped with a digest of
+every source file's name, size and mtime, so any changed, added or removed file invalidates the
+cache (checking 60,000 files costs about 0.1 s of the 0.2 s a cached load takes).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import torch
@@ -51,6 +53,7 @@ CIFAR10_CLASSES = (
 )
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
+SPLIT_NAMES = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CLASSES_FILE = "classes.txt"
 
@@ -183,14 +186,33 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), y
 
 
-def read_cifar10_batches(folder: Path) -> Splits:
-    def read(names: tuple[str, ...]) -> ImageDataset:
+def _read_batches(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for split, names in (("train", TRAIN_BATCHES), ("test", TEST_BATCHES)):
         parts = [read_batch(folder / n) for n in names]
-        images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
-        labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-        return ImageDataset(images, labels, CIFAR10_CLASSES)
+        out[split] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return out
 
-    return Splits(read(TRAIN_BATCHES), read(TEST_BATCHES), "cifar10")
+
+def read_cifar10_batches(
+    folder: Path, *, arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> Splits:
+    """The official batches in ``folder``, unpickled once and then served from the array cache
+    (0.35 s to unpickle 60,000 images, ~0.05 s to map them back). ``arrays``: already read."""
+    rows = []
+    for name in TRAIN_BATCHES + TEST_BATCHES:
+        try:
+            st = (folder / name).stat()
+        except FileNotFoundError:
+            raise GenlabError(f"{folder / name}: missing CIFAR-10 batch file") from None
+        rows.append((name, st.st_size, st.st_mtime_ns))
+    found = _cached_arrays(
+        folder, _digest(rows), lambda: arrays or _read_batches(folder), {"files": rows}
+    )
+    return Splits(
+        *(ImageDataset(*map(torch.from_numpy, found[s]), CIFAR10_CLASSES) for s in SPLIT_NAMES),
+        "cifar10",
+    )
 
 
 def load_cifar10(
@@ -205,10 +227,6 @@ def load_cifar10(
     ``data_dir`` may hold the official batches (itself, or in cifar-10-batches-py/), the
     official archive, or an image folder with train/ and test/.
     """
-    if data_dir is not None:
-        data_dir = Path(data_dir)
-        if not data_dir.is_dir():
-            raise GenlabError(f"--data-dir {data_dir}: no such folder")
     cache = default_cache_dir() / "cifar10"
     archive = cache / ARCHIVE
     if data_dir is not None:
@@ -244,11 +262,11 @@ def _from_archive(archive: Path, cache: Path, md5: str) -> Splits:
         safe_extract(archive, staging)
         if not (staging / CIFAR10_FOLDER).is_dir():
             raise GenlabError(f"{archive}: holds no {CIFAR10_FOLDER}/ folder")
-        splits = read_cifar10_batches(staging / CIFAR10_FOLDER)
+        arrays = _read_batches(staging / CIFAR10_FOLDER)  # every batch reads back
         os.replace(staging / CIFAR10_FOLDER, cache / CIFAR10_FOLDER)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return splits
+    return read_cifar10_batches(cache / CIFAR10_FOLDER, arrays=arrays)
 
 
 # -- image folders ----------------------------------------------------------------------------
@@ -279,15 +297,21 @@ def _check_test_classes(root: Path, classes: tuple[str, ...]) -> None:
             raise GenlabError(f"{root / 'test' / extra[0]}: class folder that train/ does not have")
 
 
-def _image_files(folder: Path) -> Iterator[os.DirEntry]:
-    with os.scandir(folder) as it:
-        entries = sorted(
-            (e for e in it if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)),
-            key=lambda e: e.name,
-        )
-    if not entries:
+def _image_files(folder: Path) -> list[tuple[str, os.stat_result]]:
+    """(name, stat) of every image file in ``folder``, sorted by name."""
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))
+    if os.stat in os.supports_dir_fd:  # one open folder, no path walk per file: 2x faster
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            stats = [os.stat(n, dir_fd=fd) for n in names]
+        finally:
+            os.close(fd)
+    else:
+        stats = [os.stat(folder / n) for n in names]
+    files = [(n, st) for n, st in zip(names, stats, strict=True) if S_ISREG(st.st_mode)]
+    if not files:
         raise GenlabError(f"{folder}: empty class folder (no .png/.jpg/.jpeg files)")
-    return iter(entries)
+    return files
 
 
 def _listing(root: Path, split: str, classes: tuple[str, ...]) -> list[tuple[str, int, int, int]]:
@@ -295,8 +319,10 @@ def _listing(root: Path, split: str, classes: tuple[str, ...]) -> list[tuple[str
 
     def one_class(label: int) -> list[tuple[str, int, int, int]]:
         name = classes[label]
-        stats = ((e.name, e.stat()) for e in _image_files(root / split / name))
-        return [(f"{split}/{name}/{n}", label, st.st_size, st.st_mtime_ns) for n, st in stats]
+        return [
+            (f"{split}/{name}/{n}", label, st.st_size, st.st_mtime_ns)
+            for n, st in _image_files(root / split / name)
+        ]
 
     # stat() releases the GIL: threads halve the time of checking 60,000 files on 2 cores.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -345,45 +371,70 @@ def load_image_folder(root: Path, *, quiet: bool = False) -> Splits:
             )
     classes = _class_names(root / "train", root)
     _check_test_classes(root, classes)
-    listings = {split: _listing(root, split, classes) for split in ("train", "test")}
-    manifest = {
-        "root": str(root.resolve()),
-        "classes": list(classes),
-        "files": {split: [list(r) for r in rows] for split, rows in listings.items()},
-    }
-    key = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    cache = (
-        default_cache_dir()
-        / "imagefolders"
-        / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    )
-    stamp = cache / "manifest.sha256"
-    splits = {}
-    if stamp.exists() and stamp.read_text() == key:
-        for split, rows in listings.items():
-            # a memory map copied once is ~4x faster than np.load's buffered read (measured, 150 MB)
-            images = np.array(np.load(cache / f"{split}_images.npy", mmap_mode="r"))
-            labels = np.asarray([r[1] for r in rows], dtype=np.int64)
-            splits[split] = ImageDataset(
-                torch.from_numpy(images), torch.from_numpy(labels), classes
-            )
-    else:
+    listings = {split: _listing(root, split, classes) for split in SPLIT_NAMES}
+
+    def decode() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if not quiet:
-            print(
-                f"decoding {sum(map(len, listings.values())):,} images in {root} (cached for next time)"
-            )
-        cache.mkdir(parents=True, exist_ok=True)
-        stamp.unlink(missing_ok=True)
-        for split, rows in listings.items():
-            images = _decode_all(root, rows)
-            _save_npy(cache / f"{split}_images.npy", images)
-            labels = np.asarray([r[1] for r in rows], dtype=np.int64)
-            splits[split] = ImageDataset(
-                torch.from_numpy(images), torch.from_numpy(labels), classes
-            )
-        _write_text(cache / "manifest.json", json.dumps(manifest))
-        _write_text(stamp, key)  # written last: the cache is valid only once this exists
-    return Splits(splits["train"], splits["test"], str(root))
+            n = sum(map(len, listings.values()))
+            print(f"decoding {n:,} images in {root} (cached for next time)")
+        return {
+            split: (_decode_all(root, rows), np.asarray([r[1] for r in rows], dtype=np.int64))
+            for split, rows in listings.items()
+        }
+
+    rows = [row for split in SPLIT_NAMES for row in listings[split]]
+    key = _digest([(name, i) for i, name in enumerate(classes)]) + _digest(rows)
+    manifest = {"root": str(root.resolve()), "classes": list(classes), "files": listings}
+    arrays = _cached_arrays(root, key, decode, manifest)
+    return Splits(
+        *(ImageDataset(*map(torch.from_numpy, arrays[s]), classes) for s in SPLIT_NAMES), str(root)
+    )
+
+
+# -- the array cache --------------------------------------------------------------------------
+
+
+def _digest(rows: list[tuple]) -> str:
+    """A digest of (name, integers...) rows; vectorized: 60,000 rows in ~10 ms."""
+    h = hashlib.sha256("\0".join(str(r[0]) for r in rows).encode())
+    h.update(np.asarray([r[1:] for r in rows], dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _cached_arrays(
+    source: Path,
+    key: str,
+    build: Callable[[], dict[str, tuple[np.ndarray, np.ndarray]]],
+    manifest: dict,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``source``'s (images, labels) per split: from the cache when it was written for ``key``
+    (a digest of every source file's name, size and mtime), else built and cached. The stamp
+    is written last, so an interrupted write leaves a cache that is never trusted."""
+    place = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    cache = default_cache_dir() / "arrays" / place
+    stamp = cache / "manifest.sha256"
+    if stamp.exists() and stamp.read_text() == key:
+        try:
+            return {
+                s: (_load_npy(cache, f"{s}_images"), _load_npy(cache, f"{s}_labels"))
+                for s in SPLIT_NAMES
+            }
+        except (OSError, ValueError):
+            pass  # damaged: built again below
+    arrays = build()
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    for split in SPLIT_NAMES:
+        for part, array in zip(("images", "labels"), arrays[split], strict=True):
+            _save_npy(cache / f"{split}_{part}.npy", array)
+    _write_text(cache / "manifest.json", json.dumps(manifest))
+    _write_text(stamp, key)
+    return arrays
+
+
+def _load_npy(cache: Path, name: str) -> np.ndarray:
+    # a memory map copied once is ~4x faster than np.load's buffered read (measured, 150 MB)
+    return np.array(np.load(cache / f"{name}.npy", mmap_mode="r", allow_pickle=False))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -158,7 +158,8 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
 
 
 def group_key(cfg: Config) -> tuple[Any, ...] | None:
-    """Runs with equal keys train together as one grouped model (genlab.training.grouped):
+    """Runs with equal keys train together, as one grouped model where that is faster
+    (genlab.training.grouped.worth_grouping):
     they differ only in label noise and seed, so they share images and architecture."""
     if cfg.randomize != "labels" or cfg.model != "conv4" or cfg.compile:
         return None
