@@ -187,7 +187,9 @@ def test_on_the_cpu_members_train_one_by_one_and_equal_single_runs_exactly(tmp_p
         Member(runs[k], models[k], opts[k], images, labels[k], norm, views, s)
         for k, s in enumerate(SEEDS)
     ]
-    fit_group(members, lambda p: make_optimizer("sgd", p, 0.01), 4, FitSpec(2, 16, 0), log=lambda _: None)
+    fit_group(
+        members, lambda p: make_optimizer("sgd", p, 0.01), 4, FitSpec(2, 16, 0), log=lambda _: None
+    )
     for k, (model, _) in enumerate(alone):
         for name, tensor in model.state_dict().items():
             assert torch.equal(models[k].state_dict()[name], tensor), name

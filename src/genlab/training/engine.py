@@ -5,7 +5,8 @@ permutation from a generator seeded by (seed, epoch) and slices it into batches;
 converted to float and normalized in one fused op. Permuting NHWC uint8 to NCHW gives a
 channels_last tensor for free, which the model runs in (faster for Conv-4 on CPU and GPU: see
 benchmarks/). Because the data order of epoch e depends only on (seed, e), a resumed run draws
-exactly the batches an uninterrupted one would.
+exactly the batches an uninterrupted one would. On CUDA the step itself is replayed as a CUDA
+graph (``run_steps``).
 """
 
 from __future__ import annotations
