@@ -71,24 +71,30 @@ def _train_alone(tmp_path, optimizer, epochs, dtype=torch.float32):
     return out
 
 
+def _train_together(tmp_path, optimizer, epochs, *, grouped, dtype=torch.float32, stops=None):
+    """The three members through fit_group: (models, runs, histories, norm, views)."""
+    images, labels, views, norm, models, opts, runs = _setup(tmp_path, optimizer, "group", dtype)
+    stops = stops or [None] * len(SEEDS)
+    members = [
+        Member(runs[k], models[k], opts[k], images, labels[k], norm, views, seed, stops[k])
+        for k, seed in enumerate(SEEDS)
+    ]
+    make = lambda p: make_optimizer(optimizer, p, 0.01)  # noqa: E731
+    spec = FitSpec(epochs, 16, 0)
+    histories = fit_group(members, make, 4, spec, log=lambda _: None, grouped=grouped)
+    return models, runs, histories, norm, views
+
+
 def test_grouped_sgd_equals_training_one_by_one(tmp_path):
     """In float64, so that what is compared is the grouping, not float32 rounding: PyTorch's
     channels_last batch norm (which the grouped model uses) was 30-100x less accurate than the
     NCHW kernel and genlab's own (tests/test_batchnorm.py) on one thread, enough to move float32
     weights by 5e-3 in these 18 steps."""
-    spec = FitSpec(epochs=3, batch_size=16, seed=0)
-    alone = _train_alone(tmp_path, "sgd", spec.epochs, torch.float64)
-    images, labels, views, norm, models, opts, runs = _setup(
-        tmp_path, "sgd", "grouped", torch.float64
-    )
+    alone = _train_alone(tmp_path, "sgd", 3, torch.float64)
     # member 1 stops after epoch 2: it leaves the group, the others go on without it
     stops = [None, lambda r: r["epoch"] == 2, None]
-    members = [
-        Member(runs[k], models[k], opts[k], images, labels[k], norm, views, seed, stops[k])
-        for k, seed in enumerate(SEEDS)
-    ]
-    histories = fit_group(
-        members, lambda p: make_optimizer("sgd", p, 0.01), 4, spec, log=lambda _: None, grouped=True
+    models, runs, histories, _, _ = _train_together(
+        tmp_path, "sgd", 3, grouped=True, dtype=torch.float64, stops=stops
     )
     assert [len(h) for h in histories] == [3, 2, 3]
     for k in (0, 2):
@@ -111,19 +117,7 @@ def test_grouped_adam_equals_training_one_by_one_where_the_gradient_is_not_zero(
     thread count). Those biases, and the running means that absorb them, cancel in the output;
     every other weight and the logits agree to float tolerance after one epoch."""
     alone = _train_alone(tmp_path, "adam", 1)
-    images, labels, views, norm, models, opts, runs = _setup(tmp_path, "adam", "grouped")
-    members = [
-        Member(runs[k], models[k], opts[k], images, labels[k], norm, views, s)
-        for k, s in enumerate(SEEDS)
-    ]
-    fit_group(
-        members,
-        lambda p: make_optimizer("adam", p, 0.01),
-        4,
-        FitSpec(1, 16, 0),
-        log=lambda _: None,
-        grouped=True,
-    )
+    models, _, _, norm, views = _train_together(tmp_path, "adam", 1, grouped=True)
     x = norm(views["test"].images)
     for k, (model, _) in enumerate(alone):
         for name, tensor in model.state_dict().items():
@@ -182,14 +176,7 @@ def test_on_the_cpu_members_train_one_by_one_and_equal_single_runs_exactly(tmp_p
 
     monkeypatch.setattr(grouped_module, "train_epoch_grouped", refuse)
     alone = _train_alone(tmp_path, "sgd", 2)
-    images, labels, views, norm, models, opts, runs = _setup(tmp_path, "sgd", "auto")
-    members = [
-        Member(runs[k], models[k], opts[k], images, labels[k], norm, views, s)
-        for k, s in enumerate(SEEDS)
-    ]
-    fit_group(
-        members, lambda p: make_optimizer("sgd", p, 0.01), 4, FitSpec(2, 16, 0), log=lambda _: None
-    )
+    models, _, _, _, _ = _train_together(tmp_path, "sgd", 2, grouped=None)
     for k, (model, _) in enumerate(alone):
         for name, tensor in model.state_dict().items():
             assert torch.equal(models[k].state_dict()[name], tensor), name
