@@ -273,3 +273,37 @@ def test_bf16_precision_on_the_cpu_is_deterministic_and_keeps_fp32_weights():
     loss_fp32, state_fp32 = results["fp32"][0]
     assert loss_a == pytest.approx(loss_fp32, rel=0.05)  # close, but computed in bf16
     assert not torch.equal(state_a["features.0.weight"], state_fp32["features.0.weight"])
+
+
+def test_views_sharing_images_take_one_pass_and_equal_separate_subsets():
+    """random-labels' train_true, train_noisy and train_clean share the training images: one
+    forward pass serves all three, with the numbers evaluating each subset alone gives."""
+    from genlab.training import View, evaluate, evaluate_views
+
+    data = make_synthetic(n_train=300, n_test=8, num_classes=4, seed=0).train
+    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = Conv4(4, num_classes=4).to(memory_format=torch.channels_last)
+    changed = torch.rand(len(data.labels), generator=torch.Generator().manual_seed(1)) < 0.4
+    fitted = torch.where(changed, (data.labels + 1) % 4, data.labels)
+    views = {
+        "train_true": View(data.images, data.labels),
+        "train_noisy": View(data.images, fitted, changed),
+        "train_clean": View(data.images, fitted, ~changed),
+        "empty": View(data.images, fitted, torch.zeros_like(changed)),
+    }
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    together = evaluate_views(model, views, norm, 4)
+    assert len(calls) == -(-300 // 128)  # one pass over the shared images (eval batch 128 on CPU)
+    alone = {
+        "train_true": evaluate(model, data.images, data.labels, norm, 4),
+        "train_noisy": evaluate(model, data.images[changed], fitted[changed], norm, 4),
+        "train_clean": evaluate(model, data.images[~changed], fitted[~changed], norm, 4),
+    }
+    for name, expected in alone.items():
+        assert together[name]["acc"] == expected["acc"]
+        assert together[name]["per_class_acc"] == expected["per_class_acc"]
+        assert together[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert together["empty"] == {"loss": 0.0, "acc": 0.0, "per_class_acc": [0.0] * 4}
+    assert list(together) == list(views)

@@ -254,12 +254,12 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
     )
 
     dev = prep.device
-    x = train_x.to(dev)
-    views = {
+    x, fitted, on_device = train_x.to(dev), fitted_y.to(dev), changed.to(dev)
+    views = {  # the three train views share x: one pass over it serves them all
         "test": View(test_x.to(dev), test_y.to(dev)),
         "train_true": View(x, true_y.to(dev)),
-        "train_noisy": View(x[changed.to(dev)], fitted_y[changed].to(dev)),
-        "train_clean": View(x[~changed.to(dev)], fitted_y[~changed].to(dev)),
+        "train_noisy": View(x, fitted, on_device),
+        "train_clean": View(x, fitted, ~on_device),
     }
     record_dataset(
         run,
@@ -274,7 +274,7 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
     stop = (
         None if threshold is None else (lambda r: fitted_acc(r, num_noisy, num_clean) >= threshold)
     )
-    return _Setup(prep, View(x, fitted_y.to(dev)), views, stop, noise, num_noisy, num_clean)
+    return _Setup(prep, View(x, fitted), views, stop, noise, num_noisy, num_clean)
 
 
 def _finish(cfg: Config, run: Run, setup: _Setup, history: list[dict[str, Any]]) -> dict[str, Any]:

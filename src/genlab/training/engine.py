@@ -210,7 +210,6 @@ def train_epoch(
     return {"loss": total_loss.item() / seen, "acc": correct.item() / seen}
 
 
-@torch.inference_mode()
 def evaluate(
     model: nn.Module,
     images: torch.Tensor,  # (N, H, W, C) uint8
@@ -220,42 +219,84 @@ def evaluate(
     batch_size: int | None = None,
 ) -> dict[str, object]:
     """Loss, accuracy and per-class accuracy of ``model`` in eval mode."""
+    return evaluate_targets(model, images, [(labels, None)], normalize, num_classes, batch_size)[0]
+
+
+@torch.inference_mode()
+def evaluate_targets(
+    model: nn.Module,
+    images: torch.Tensor,  # (N, H, W, C) uint8
+    targets: Sequence[tuple[torch.Tensor, torch.Tensor | None]],  # (labels, rows kept or None)
+    normalize: Normalizer,
+    num_classes: int,
+    batch_size: int | None = None,
+) -> list[dict[str, object]]:
+    """``evaluate`` for several label sets (each on all rows, or on the rows its mask keeps) of
+    the same images, from one forward pass over them."""
     model.eval()
     device = normalize.scale.device
     batch_size = batch_size or EVAL_BATCH.get(device.type, 1024)
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    hits = torch.zeros(num_classes, dtype=torch.int64, device=device)
+    targets = [(y.to(device), None if m is None else m.to(device)) for y, m in targets]
+    sums = [
+        (
+            torch.zeros((), dtype=torch.float64, device=device),
+            torch.zeros(num_classes, dtype=torch.int64, device=device),
+        )
+        for _ in targets
+    ]
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device, non_blocking=True)
-        y = labels[start : start + batch_size].to(device, non_blocking=True)
         with autocast(normalize):
-            logits = model(normalize(x))
-        total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        hits += torch.bincount(y[logits.argmax(1) == y], minlength=num_classes)
-    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).cpu()
-    n = max(len(labels), 1)
-    return {
-        "loss": total_loss.item() / n,
-        "acc": hits.sum().item() / n,
-        "per_class_acc": (hits.cpu().double() / counts.double()).tolist(),
-    }
+            logits = model(normalize(x)).float()
+        predicted = logits.argmax(1)
+        for (labels, mask), (total_loss, hits) in zip(targets, sums, strict=True):
+            y = labels[start : start + batch_size]
+            if mask is None:
+                total_loss += F.cross_entropy(logits, y, reduction="sum").double()
+                hits += torch.bincount(y[predicted == y], minlength=num_classes)
+            else:
+                keep = mask[start : start + batch_size]
+                losses = F.cross_entropy(logits[keep], y[keep], reduction="sum")
+                total_loss += losses.double()
+                hits += torch.bincount(y[keep & (predicted == y)], minlength=num_classes)
+    out = []
+    for (labels, mask), (total_loss, hits) in zip(targets, sums, strict=True):
+        kept = labels if mask is None else labels[mask]
+        counts = torch.bincount(kept, minlength=num_classes).clamp_min(1).cpu()
+        n = max(len(kept), 1)
+        out.append(
+            {
+                "loss": total_loss.item() / n,
+                "acc": hits.sum().item() / n,
+                "per_class_acc": (hits.cpu().double() / counts.double()).tolist(),
+            }
+        )
+    return out
 
 
 @dataclass(frozen=True)
 class View:
-    """A named evaluation set, e.g. "test" or "test_vflip"."""
+    """A named evaluation set, e.g. "test" or "test_vflip". ``mask`` keeps some of its rows (a
+    training view ignores it). Views holding the very same images tensor are evaluated together
+    in one pass over it."""
 
     images: torch.Tensor  # (N, H, W, C) uint8
     labels: torch.Tensor  # (N,) int64
+    mask: torch.Tensor | None = None  # (N,) bool
 
 
 def evaluate_views(
     model: nn.Module, views: Mapping[str, View], normalize: Normalizer, num_classes: int
 ) -> dict[str, dict[str, object]]:
-    return {
-        name: evaluate(model, v.images, v.labels, normalize, num_classes)
-        for name, v in views.items()
-    }
+    shared: dict[int, list[str]] = {}
+    for name, view in views.items():
+        shared.setdefault(id(view.images), []).append(name)
+    out = {}
+    for names in shared.values():
+        targets = [(views[n].labels, views[n].mask) for n in names]
+        found = evaluate_targets(model, views[names[0]].images, targets, normalize, num_classes)
+        out.update(zip(names, found, strict=True))
+    return {name: out[name] for name in views}
 
 
 def flatten_metrics(
