@@ -167,8 +167,8 @@ def test_a_group_resumes_members_at_different_epochs(tmp_path):
 
 
 def test_on_the_cpu_members_train_one_by_one_and_equal_single_runs_exactly(tmp_path, monkeypatch):
-    """Grouping is chosen by measurement (worth_grouping): on the CPU a cohort trains member by
-    member, through the very code a single run uses, so results are bit-identical to ``fit``."""
+    """Grouping is chosen by measurement (worth_grouping): on the CPU three members train member
+    by member, through the very code a single run uses, so results are bit-identical to ``fit``."""
     from genlab.training import grouped as grouped_module
 
     def refuse(*args, **kwargs):
@@ -184,6 +184,7 @@ def test_on_the_cpu_members_train_one_by_one_and_equal_single_runs_exactly(tmp_p
 
 def test_grouping_policy():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert not worth_grouping(Conv4(4), cpu)
-    assert worth_grouping(Conv4(4), cuda) and worth_grouping(Conv4(16), cuda)
-    assert not worth_grouping(Conv4(64), cuda)
+    assert not worth_grouping(Conv4(4), cpu, 3) and not worth_grouping(Conv4(8), cpu, 16)
+    assert worth_grouping(Conv4(4), cpu, 8) and worth_grouping(Conv4(4), cpu, 16)
+    assert worth_grouping(Conv4(4), cuda, 3) and worth_grouping(Conv4(16), cuda, 3)
+    assert not worth_grouping(Conv4(64), cuda, 3)

@@ -37,17 +37,22 @@ from genlab.training.loop import FitSpec, Record, checkpoint_state, epoch_line, 
 from genlab.training.progress import EpochProgress
 
 OptimizerFactory = Callable[[object], torch.optim.Optimizer]
-GROUP_MAX_WIDTH = 16
 
 
-def worth_grouping(model: torch.nn.Module, device: torch.device) -> bool:
-    """Whether K models of this kind train faster as one grouped model, by measurement
-    (benchmarks/bench_training.py, aggregate images/s grouped vs one after another): on an H100,
-    K = 8 width-4 models 2.63x, but K = 3 width-64 models 0.9x; on the 2-core CPU, where
-    genlab's BatchNorm made single small models 1.5x faster and grouped convolutions with few
-    channels per group run at half the speed of separate ones, 0.8-1.3x at width 4 for K = 2-8,
-    0.81x at width 16 and 0.70x at width 64 (K = 3). So: small Conv-4s on CUDA."""
-    return device.type == "cuda" and getattr(model, "width", GROUP_MAX_WIDTH + 1) <= GROUP_MAX_WIDTH
+def worth_grouping(model: torch.nn.Module, device: torch.device, k: int) -> bool:
+    """Whether ``k`` models like ``model`` train faster as one grouped model, by measurement
+    (benchmarks/bench_training.py, aggregate images/s grouped vs one after another):
+    - H100: K = 8 width-4 models 2.63x; K = 3 width-64 models 0.9x (widths 8-16: not measured);
+    - 2-core CPU, where genlab's BatchNorm made single small models 1.5x faster and grouped
+      convolutions with few channels per group run at half the speed of separate ones: width 4
+      1.3x at K = 8 and 16 but 0.8x at K = 3; width 8 0.62x at K = 8 and 16; width 16 0.81x and
+      width 64 0.70x at K = 3."""
+    width = getattr(model, "width", None)
+    if width is None:
+        return False
+    if device.type == "cuda":
+        return width <= 16
+    return width <= 4 and k >= 8
 
 
 @dataclass
@@ -189,7 +194,8 @@ def fit_group(
         epoch = min(m.epoch for m in active) + 1
         cohort = [m for m in active if m.epoch == epoch - 1]
         with Timer(device) as t_train:
-            group_now = worth_grouping(cohort[0].model, device) if grouped is None else grouped
+            worth = worth_grouping(cohort[0].model, device, len(cohort))
+            group_now = worth if grouped is None else grouped
             if not group_now or len(cohort) == 1 or any(type(m.model) is not Conv4 for m in cohort):
                 # one member, or a model GroupedConv4 cannot hold: each trains on its own
                 cohort_key = None
