@@ -215,6 +215,25 @@ def test_a_changed_batch_file_invalidates_the_cache(tmp_path):
     assert len(load_cifar10(folder).test) == 7
 
 
+def test_a_same_size_rewrite_invalidates_the_cache(tmp_path):
+    folder = _batches_folder(tmp_path / "cifar-10-batches-py")
+    before = load_cifar10(folder).test.images
+    target = folder / "test_batch"
+    st = target.stat()
+    batch = cifar_batch(4, 5)  # what _batches_folder wrote there
+    # the images in reverse order: the same bytes, so the same pickle size (protocol 2 stores
+    # array bytes as latin-1 text, whose length depends on the values)
+    batch[b"data"] = batch[b"data"][::-1].copy()
+    target.write_bytes(pickle.dumps(batch, protocol=2))
+    assert target.stat().st_size == st.st_size
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    after = load_cifar10(folder).test.images
+    assert torch.equal(
+        after, torch.from_numpy(batch[b"data"]).view(-1, 3, 32, 32).permute(0, 2, 3, 1)
+    )
+    assert not torch.equal(before, after)
+
+
 def test_a_damaged_cache_is_rebuilt(tmp_path, _isolated_cache):
     folder = _batches_folder(tmp_path / "cifar-10-batches-py")
     first = load_cifar10(folder)

@@ -145,3 +145,20 @@ def test_shared_cifar10_jpeg_folder(tmp_path):
     assert splits.train.classes[:3] == ("airplane", "automobile", "bird")
     mean = splits.train.images.double().mean((0, 1, 2)) / 255
     assert torch.allclose(mean, torch.tensor([0.485, 0.477, 0.439], dtype=torch.double), atol=0.01)
+
+
+def test_dangling_links_and_non_files_are_skipped(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    (root / "train" / "ant" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "train" / "ant" / "folder.png").mkdir()
+    assert len(load_image_folder(root, quiet=True).train) == 9
+
+
+def test_an_unwritable_cache_costs_time_not_the_run(tmp_path, monkeypatch, capsys):
+    root = make_folder(tmp_path / "ds")
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("GENLAB_CACHE", str(blocker))
+    assert len(load_image_folder(root, quiet=True).train) == 9
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not cached" in err and "GENLAB_CACHE" in err

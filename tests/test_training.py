@@ -307,3 +307,25 @@ def test_views_sharing_images_take_one_pass_and_equal_separate_subsets():
         assert together[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
     assert together["empty"] == {"loss": 0.0, "acc": 0.0, "per_class_acc": [0.0] * 4}
     assert list(together) == list(views)
+
+
+def test_an_adam_state_saved_as_capturable_resumes_on_the_cpu():
+    """A checkpoint from CUDA holds Adam's capturable flag (and its step count on the device);
+    load_state_dict restores the flag, which the CPU refuses: the loop makes it fit again."""
+    from genlab.training.engine import fit_optimizer_to_device, make_optimizer
+
+    model = torch.nn.Linear(3, 2)
+    opt = make_optimizer("adam", model.parameters(), 1e-3)
+    assert opt.param_groups[0]["capturable"] is False
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+    saved["param_groups"][0]["capturable"] = True  # as written on CUDA
+    fresh = make_optimizer("adam", model.parameters(), 1e-3)
+    fresh.load_state_dict(saved)
+    assert fresh.param_groups[0]["capturable"] is True
+    fit_optimizer_to_device(fresh)
+    assert fresh.param_groups[0]["capturable"] is False
+    model(torch.randn(4, 3)).sum().backward()
+    fresh.step()  # raised before: capturable=True needs params and steps on CUDA
+    assert int(fresh.state[model.weight]["step"]) == 2

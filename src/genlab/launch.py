@@ -12,7 +12,7 @@ from genlab.reporting.figures import plot_run
 from genlab.runs import FIGURES, Run, environment
 from genlab.studies import STUDIES
 from genlab.training import resolve_device
-from genlab.training.engine import LogFn, resolve_precision
+from genlab.training.engine import LogFn, cuda_graphs_enabled, resolve_precision
 
 
 def run_dir_for(study: str, cfg: Any, out: Path) -> Path:
@@ -65,7 +65,9 @@ def run_together(
             continue
         device = resolve_device(cfg.device) if hasattr(cfg, "device") else torch.device("cpu")
         precision = resolve_precision(getattr(cfg, "precision", "auto"), device)
-        run.record_env(environment(str(device), getattr(cfg, "seed", None), precision))
+        env = environment(str(device), getattr(cfg, "seed", None), precision)
+        env["cuda_graphs"] = cuda_graphs_enabled(device)  # where the step allows (engine.py)
+        run.record_env(env)
         todo.append((cfg, run))
     if len(todo) > 1 and hasattr(module, "run_group"):
         module.run_group([c for c, _ in todo], [r for _, r in todo], log=log, quiet=quiet)

@@ -29,7 +29,7 @@ from genlab.seeding import generator
 OPTIMIZERS = ("sgd", "adam")
 # Arithmetic of the forward and backward passes: fp32, or bf16 autocast (weights, optimizer
 # state and the loss stay fp32). auto is bf16 on CUDA and fp32 on the CPU. Measured on this
-# 2-core CPU (AVX512-BF16): bf16 trains width 64 1.95x as fast and width 4 0.88x as fast.
+# 2-core CPU (AVX512-BF16): bf16 trains width 64 2.1x as fast and width 4 0.85x as fast.
 PRECISIONS = ("auto", "fp32", "bf16")
 # Evaluation batch per device type. On this 2-core CPU, batches of 128 evaluate Conv-4 2.3x
 # (width 4), 1.3x (width 16) and 1.0x (width 64) as fast as batches of 1,024, whose activations
@@ -55,10 +55,26 @@ def make_optimizer(
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        # capturable: its step count lives on the device, so a CUDA graph can replay the step
-        capturable = bool(params) and params[0].device.type == "cuda"
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, capturable=capturable)
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        fit_optimizer_to_device(optimizer)
+        return optimizer
     raise GenlabError(f"--optimizer {name!r}: not one of {', '.join(OPTIMIZERS)}")
+
+
+def fit_optimizer_to_device(optimizer: torch.optim.Optimizer) -> None:
+    """Adam on CUDA is ``capturable`` (its step count lives on the device, so a CUDA graph can
+    replay the step); elsewhere it is not. Called on a new optimizer and after loading a state
+    saved on another device: ``load_state_dict`` restores the saved flag with the state."""
+    for group in optimizer.param_groups:
+        if "capturable" not in group or not group["params"]:
+            continue
+        device = group["params"][0].device
+        group["capturable"] = device.type == "cuda"
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if torch.is_tensor(state.get("step")):
+                place = device if group["capturable"] else torch.device("cpu")
+                state["step"] = state["step"].to(place, torch.float32)
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,9 @@ class Normalizer:
     scale: torch.Tensor  # (1, C, 1, 1): 1 / (255 std)
     shift: torch.Tensor  # (1, C, 1, 1): -mean / std
     channels_last: bool = True  # False: contiguous NCHW (only for benchmarks/ to compare)
-    precision: str = "fp32"  # of the model that consumes the batches: "fp32" or "bf16" autocast
+    # of the model that consumes the batches: "fp32" or "bf16" autocast (resolved: from_stats
+    # turns "auto" into bf16 on CUDA, fp32 on the CPU)
+    precision: str = "fp32"
 
     @classmethod
     def from_stats(
@@ -124,6 +142,11 @@ def cuda_graphs_enabled(device: torch.device) -> bool:
     return device.type == "cuda" and text == "1"
 
 
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model.compile()`` was called on it (it keeps its class and state dict)."""
+    return getattr(model, "_compiled_call_impl", None) is not None
+
+
 def run_steps(
     step: Callable[[torch.Tensor], None],
     batches: Sequence[torch.Tensor],
@@ -137,7 +160,7 @@ def run_steps(
     and launching them from Python, not running them, set the pace (benchmarks/). Every step is
     the same computation either way, in the same order; ``step`` must keep its results in
     tensors (no host sync) and draw no random numbers."""
-    if not graph or len(batches) <= WARMUP_STEPS:
+    if not graph or len(batches) < 2 * WARMUP_STEPS:  # a capture costs about a step's time
         for index in batches:
             step(index)
         return
@@ -204,7 +227,8 @@ def train_epoch(
         total_loss.add_(loss.detach().double() * len(y))
         correct.add_((logits.detach().argmax(1) == y).sum())
 
-    graph = augment != "random" and cuda_graphs_enabled(device)  # random draws on the host
+    # random flips are drawn on the host; a compiled model is not captured (never measured)
+    graph = augment != "random" and not is_compiled(model) and cuda_graphs_enabled(device)
     run_steps(step, batches, optimizer, graph=graph)
     seen = sum(len(index) for index in batches)
     return {"loss": total_loss.item() / seen, "acc": correct.item() / seen}

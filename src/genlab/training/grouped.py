@@ -1,11 +1,12 @@
-"""Train K small models in one pass: a seed sweep, a noise sweep or a grid cell row at once.
+"""Train K small models together: a seed sweep, a noise sweep or a grid cell row.
 
 Each member keeps its own run folder, initialization, labels, data order (its seed's
 ``epoch_generator``) and optimizer state, and is saved every epoch exactly as ``fit`` saves a
 single run (same checkpoint, same metrics records), so a member can be resumed alone and its
 results equal training it alone up to float summation order. Members that are at the same epoch
-train together as one ``GroupedConv4``; a member that stops early (or is behind after a resume)
-simply leaves (or joins) the group, which is rebuilt from the members' plain states.
+train as one ``GroupedConv4`` where that was measured to be faster (``worth_grouping``), else one
+after another; a member that stops early (or is behind after a resume) simply leaves (or joins)
+the group, which is rebuilt from the members' plain states.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from genlab.training.engine import (
     cuda_graphs_enabled,
     epoch_generator,
     evaluate_views,
+    fit_optimizer_to_device,
     flatten_metrics,
     run_steps,
     train_epoch,
@@ -42,7 +44,8 @@ OptimizerFactory = Callable[[object], torch.optim.Optimizer]
 def worth_grouping(model: torch.nn.Module, device: torch.device, k: int) -> bool:
     """Whether ``k`` models like ``model`` train faster as one grouped model, by measurement
     (benchmarks/bench_training.py, aggregate images/s grouped vs one after another):
-    - H100: K = 8 width-4 models 2.63x; K = 3 width-64 models 0.9x (widths 8-16: not measured);
+    - H100: K = 8 width-4 models 2.63x; K = 3 width-4 models 1.35x (the random-label grid);
+      K = 3 width-64 models 0.9x. Widths 8-16 were not measured: grouped there by extrapolation;
     - 2-core CPU, where genlab's BatchNorm made single small models 1.5x faster and grouped
       convolutions with few channels per group run at half the speed of separate ones: width 4
       1.3x at K = 8 and 16 but 0.8x at K = 3; width 8 0.62x at K = 8 and 16; width 16 0.81x and
@@ -97,6 +100,7 @@ def group(
                     [s[index][key].reshape(-1, *param.shape[1:]) for s in plain_states]
                 )
         optimizer.state[param] = merged
+    fit_optimizer_to_device(optimizer)
     return model, optimizer
 
 
@@ -159,7 +163,7 @@ def train_epoch_grouped(
         correct.add_((logits.detach().argmax(2) == y.T).sum(0))
 
     batches = [order[:, start : start + batch_size] for start in starts]
-    run_steps(step, batches, optimizer, graph=cuda_graphs_enabled(device))
+    run_steps(step, batches, optimizer, graph=cuda_graphs_enabled(device))  # never compiled
     seen = sum(index.shape[1] for index in batches)
     return [
         {"loss": total_loss[i].item() / seen, "acc": correct[i].item() / seen} for i in range(k)
@@ -239,7 +243,7 @@ def fit_group(
                 view_metrics = evaluate_views(m.model, m.views, m.normalize, num_classes)
             record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
             record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
-            record["seconds"] = t_train.seconds / len(cohort)  # its share of the grouped pass
+            record["seconds"] = t_train.seconds / len(cohort)  # its share of the cohort's epoch
             record["eval_seconds"] = t_eval.seconds
             if m.run is not None:
                 m.run.append_metrics(record)

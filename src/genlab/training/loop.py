@@ -23,6 +23,7 @@ from genlab.training.engine import (
     check_finite,
     epoch_generator,
     evaluate_views,
+    fit_optimizer_to_device,
     flatten_metrics,
     train_epoch,
 )
@@ -53,6 +54,8 @@ def fit(
     stop: Callable[[Record], bool] | None = None,
 ) -> list[Record]:
     """Train ``model`` for ``spec.epochs`` (or until ``stop(record)``), resuming from ``run``."""
+    if train.mask is not None:
+        raise ValueError("the training view takes every row: pass the kept rows, not a mask")
     device = normalize.scale.device
     start, history = resume(run, model, optimizer, log)
     if history and history[-1].get("stopped"):
@@ -108,6 +111,7 @@ def resume(
         return 0, run.keep_metrics(0)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    fit_optimizer_to_device(optimizer)  # saved on another device, or before graphs existed
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
