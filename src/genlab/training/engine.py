@@ -274,15 +274,10 @@ def evaluate_targets(
             logits = model(normalize(x)).float()
         predicted = logits.argmax(1)
         for (labels, mask), (total_loss, hits) in zip(targets, sums, strict=True):
-            y = labels[start : start + batch_size]
-            if mask is None:
-                total_loss += F.cross_entropy(logits, y, reduction="sum").double()
-                hits += torch.bincount(y[predicted == y], minlength=num_classes)
-            else:
-                keep = mask[start : start + batch_size]
-                losses = F.cross_entropy(logits[keep], y[keep], reduction="sum")
-                total_loss += losses.double()
-                hits += torch.bincount(y[keep & (predicted == y)], minlength=num_classes)
+            keep = slice(None) if mask is None else mask[start : start + batch_size]
+            y = labels[start : start + batch_size][keep]
+            total_loss += F.cross_entropy(logits[keep], y, reduction="sum").double()
+            hits += torch.bincount(y[predicted[keep] == y], minlength=num_classes)
     out = []
     for (labels, mask), (total_loss, hits) in zip(targets, sums, strict=True):
         kept = labels if mask is None else labels[mask]
@@ -300,9 +295,9 @@ def evaluate_targets(
 
 @dataclass(frozen=True)
 class View:
-    """A named evaluation set, e.g. "test" or "test_vflip". ``mask`` keeps some of its rows (a
-    training view ignores it). Views holding the very same images tensor are evaluated together
-    in one pass over it."""
+    """A named evaluation set, e.g. "test" or "test_vflip". ``mask`` keeps some of its rows (only
+    for evaluation: ``fit`` refuses a training view with one). Views holding the very same images
+    tensor are evaluated together in one pass over it."""
 
     images: torch.Tensor  # (N, H, W, C) uint8
     labels: torch.Tensor  # (N,) int64
