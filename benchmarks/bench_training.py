@@ -11,6 +11,7 @@ model's layout buys from what the engine buys.
     python benchmarks/bench_training.py                       # widths 4 and 64, CPU
     python benchmarks/bench_training.py --widths 4 16 --windows 5 --out runs/bench/training.json
     python benchmarks/bench_training.py --device cuda --images 50000 50000 --compile
+    python benchmarks/bench_training.py --engines genlab --group 3 8 16 --group-width 8
 
 Data: ../shared/data/cifar10-jpeg (or --data) when present, else random images of CIFAR-10's
 shape. Besides the table it prints CIFAR-10 epoch seconds (50,000 training images plus the
@@ -38,6 +39,7 @@ from genlab.models import Conv4
 from genlab.models.conv4 import report_layout
 from genlab.models.grouped import GroupedConv4
 from genlab.training import (
+    FitSpec,
     Normalizer,
     configure_threads,
     epoch_generator,
@@ -46,7 +48,7 @@ from genlab.training import (
     train_epoch,
 )
 from genlab.training.engine import resolve_precision
-from genlab.training.grouped import train_epoch_grouped
+from genlab.training.grouped import Member, fit_group, plan, train_epoch_grouped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_TRAIN, FLIP_EVAL = 50_000, 20_000  # images per epoch: trained; evaluated (test + flipped)
@@ -350,7 +352,9 @@ def project_study_set(widths: dict) -> dict | None:
 
 
 def bench_group(width: int, k: int, images, labels, windows: int, device) -> dict:
-    """K models trained one after another vs the same K in one grouped pass (aggregate img/s)."""
+    """K models of one width (aggregate img/s over the same epochs, alternating): one after
+    another on all threads; as one grouped model; and as genlab trains them (``fit_group``
+    following ``plan``, e.g. lanes on the CPU)."""
     n = len(images)
     mean, std = channel_stats(images)
     norm = Normalizer.from_stats(mean, std, device)
@@ -358,36 +362,54 @@ def bench_group(width: int, k: int, images, labels, windows: int, device) -> dic
         norm.scale.repeat(1, k, 1, 1), norm.shift.repeat(1, k, 1, 1), precision=norm.precision
     )
     x, y = images.to(device), torch.stack([labels.roll(i) for i in range(k)]).to(device)
-    models = []
-    for seed in range(k):
-        torch.manual_seed(seed)
-        models.append(Conv4(width).to(device, memory_format=torch.channels_last))
-    opts = [torch.optim.SGD(m.parameters(), lr=0.01) for m in models]
-    grouped = GroupedConv4(models).to(device, memory_format=torch.channels_last)
+
+    def members() -> list[Member]:
+        out = []
+        for seed in range(k):
+            torch.manual_seed(seed)
+            model = Conv4(width).to(device, memory_format=torch.channels_last)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            out.append(Member(None, model, opt, x, y[seed], norm, {}, seed))
+        return out
+
+    alone, planned = members(), members()
+    grouped = GroupedConv4([m.model for m in members()]).to(
+        device, memory_format=torch.channels_last
+    )
     gopt = torch.optim.SGD(grouped.parameters(), lr=0.01)
-    seq, grp = [], []
-    for w in range(windows + 1):
-        t = time.perf_counter()
-        for i in range(k):
-            train_epoch(
-                models[i], opts[i], x, y[i], norm, batch_size=64, generator=epoch_generator(i, w)
-            )
-        _sync(device)
-        dt_seq = time.perf_counter() - t
-        t = time.perf_counter()
-        gens = [epoch_generator(i, w) for i in range(k)]
-        train_epoch_grouped(grouped, gopt, x, y, wide, batch_size=64, generators=gens)
-        _sync(device)
-        dt_grp = time.perf_counter() - t
-        if w:
-            seq.append(k * n / dt_seq)
-            grp.append(k * n / dt_grp)
+    how = plan(planned[0].model, device, k)
+    ips = {"sequential": [], "grouped": [], "genlab": []}
+    for w in range(windows + 1):  # window 0 warms up and is discarded
+        for name in ips:
+            t = time.perf_counter()
+            if name == "sequential":
+                for m in alone:
+                    gen = epoch_generator(m.seed, w + 1)
+                    train_epoch(
+                        m.model, m.optimizer, x, m.labels, norm, batch_size=64, generator=gen
+                    )
+            elif name == "grouped":
+                gens = [epoch_generator(i, w + 1) for i in range(k)]
+                train_epoch_grouped(grouped, gopt, x, y, wide, batch_size=64, generators=gens)
+            else:  # one more epoch for every member, exactly as the studies train them
+                fit_group(planned, sgd, 10, FitSpec(w + 1, 64, 0), log=lambda _: None)
+            _sync(device)
+            if w:
+                ips[name].append(k * n / (time.perf_counter() - t))
+    base = statistics.median(ips["sequential"])
     return {
+        "width": width,
         "k": k,
-        "sequential_img_per_s": _stats(seq),
-        "grouped_img_per_s": _stats(grp),
-        "speedup": statistics.median(grp) / statistics.median(seq),
+        "plan": {"chunk": how.chunk, "lanes": how.lanes},
+        **{f"{name}_img_per_s": _stats(v) for name, v in ips.items()},
+        **{
+            f"{name}_speedup": statistics.median(ips[name]) / base for name in ("grouped", "genlab")
+        },
     }
+
+
+def sgd(params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.01)
 
 
 def _sync(device) -> None:
@@ -409,7 +431,10 @@ def main() -> None:
         "--images", type=int, nargs="+", default=None, help="images per window, per width"
     )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--group", type=int, default=8, help="K width-4 models at once (0: skip)")
+    parser.add_argument(
+        "--group", type=int, nargs="*", default=[8], help="K models at once, per K (none: skip)"
+    )
+    parser.add_argument("--group-width", type=int, default=4, help="the width of those models")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd genlab")
     parser.add_argument("--data", type=Path, default=SHARED, help="CIFAR-10 as an image folder")
     parser.add_argument("--engines", nargs="+", help="only these engines (naive always runs)")
@@ -473,14 +498,17 @@ def main() -> None:
     results["cifar10_cache_load_seconds"] = load
     for name, v in load.items():
         print(f"CIFAR-10 from cache ({name}): {v['median']:.3f} s [{v['min']:.3f}, {v['max']:.3f}]")
-    if args.group:
-        g = bench_group(
-            4, args.group, images[: sizes[0] // 2], labels[: sizes[0] // 2], args.windows, device
-        )
-        results["group"] = g
+    results["groups"] = []
+    for k in args.group:
+        half = sizes[0] // 2
+        g = bench_group(args.group_width, k, images[:half], labels[:half], args.windows, device)
+        results["groups"].append(g)
         print(
-            f"K={g['k']} width-4 models: sequential {g['sequential_img_per_s']['median']:.0f} img/s, "
-            f"grouped {g['grouped_img_per_s']['median']:.0f} img/s (aggregate): {g['speedup']:.2f}x"
+            f"K={k} width-{g['width']} models (aggregate img/s): one after another "
+            f"{g['sequential_img_per_s']['median']:.0f}, one grouped model "
+            f"{g['grouped_img_per_s']['median']:.0f} ({g['grouped_speedup']:.2f}x), genlab "
+            f"(chunks of {g['plan']['chunk']} in {g['plan']['lanes']} lanes) "
+            f"{g['genlab_img_per_s']['median']:.0f} ({g['genlab_speedup']:.2f}x)"
         )
     study_set = project_study_set(results["widths"])
     if study_set is not None:

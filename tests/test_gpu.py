@@ -15,7 +15,7 @@ from genlab.models import Conv4
 from genlab.runs import ENV
 from genlab.training import Normalizer, epoch_generator, evaluate, make_optimizer, train_epoch
 from genlab.training.engine import Timer
-from genlab.training.grouped import Member, fit_group
+from genlab.training.grouped import Member, Plan, fit_group
 from genlab.training.loop import FitSpec
 
 pytestmark = [
@@ -90,7 +90,7 @@ def test_grouped_training_on_cuda_equals_one_by_one(optimizer):
     x, labels, norm = _float64_setup()
     make = lambda p: make_optimizer(optimizer, p, 0.05 if optimizer == "sgd" else 1e-3)  # noqa: E731
     together = _members(x, labels, norm, optimizer)
-    fit_group(together, make, 4, FitSpec(2, 64, 0), log=lambda _: None, grouped=True)
+    fit_group(together, make, 4, FitSpec(2, 64, 0), log=lambda _: None, how=Plan(chunk=3))
     for member in _members(x, labels, norm, optimizer):
         fit_group([member], make, 4, FitSpec(2, 64, 0), log=lambda _: None)  # alone
         grouped = together[member.seed].model.state_dict()
@@ -119,7 +119,9 @@ def test_cuda_graph_steps_equal_eager_steps(monkeypatch, grouped, optimizer):
         monkeypatch.setattr(torch.cuda, "CUDAGraph", _CountingGraph)
         _CountingGraph.replays = 0
         members = _members(x, labels if grouped else labels[:1], norm, optimizer)
-        histories = fit_group(members, make, 4, FitSpec(2, 64, 0), log=lambda _: None, grouped=True)
+        histories = fit_group(
+            members, make, 4, FitSpec(2, 64, 0), log=lambda _: None, how=Plan(chunk=3)
+        )
         # 512 images: 8 batches an epoch, 3 eager, 5 replayed; grouped or not, one graph a pass
         assert _CountingGraph.replays == (10 if graphs == "1" else 0)
         states[graphs] = [m.model.state_dict() for m in members]

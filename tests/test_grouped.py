@@ -10,9 +10,10 @@ from genlab.models import Conv4
 from genlab.models.grouped import GroupedConv4
 from genlab.runs import Run
 from genlab.training import FitSpec, Normalizer, View, fit, make_optimizer
-from genlab.training.grouped import Member, fit_group, worth_grouping
+from genlab.training.grouped import Member, Plan, fit_group, in_lanes, plan
 
 SEEDS = (0, 1, 2)
+ALL_GROUPED = Plan(chunk=len(SEEDS))
 
 
 def members_like_single_runs(seeds, width=2, num_classes=4, dtype=torch.float32):
@@ -71,7 +72,7 @@ def _train_alone(tmp_path, optimizer, epochs, dtype=torch.float32):
     return out
 
 
-def _train_together(tmp_path, optimizer, epochs, *, grouped, dtype=torch.float32, stops=None):
+def _train_together(tmp_path, optimizer, epochs, *, how, dtype=torch.float32, stops=None):
     """The three members through fit_group: (models, runs, histories, norm, views)."""
     images, labels, views, norm, models, opts, runs = _setup(tmp_path, optimizer, "group", dtype)
     stops = stops or [None] * len(SEEDS)
@@ -81,7 +82,7 @@ def _train_together(tmp_path, optimizer, epochs, *, grouped, dtype=torch.float32
     ]
     make = lambda p: make_optimizer(optimizer, p, 0.01)  # noqa: E731
     spec = FitSpec(epochs, 16, 0)
-    histories = fit_group(members, make, 4, spec, log=lambda _: None, grouped=grouped)
+    histories = fit_group(members, make, 4, spec, log=lambda _: None, how=how)
     return models, runs, histories, norm, views
 
 
@@ -94,7 +95,7 @@ def test_grouped_sgd_equals_training_one_by_one(tmp_path):
     # member 1 stops after epoch 2: it leaves the group, the others go on without it
     stops = [None, lambda r: r["epoch"] == 2, None]
     models, runs, histories, _, _ = _train_together(
-        tmp_path, "sgd", 3, grouped=True, dtype=torch.float64, stops=stops
+        tmp_path, "sgd", 3, how=ALL_GROUPED, dtype=torch.float64, stops=stops
     )
     assert [len(h) for h in histories] == [3, 2, 3]
     for k in (0, 2):
@@ -117,7 +118,7 @@ def test_grouped_adam_equals_training_one_by_one_where_the_gradient_is_not_zero(
     thread count). Those biases, and the running means that absorb them, cancel in the output;
     every other weight and the logits agree to float tolerance after one epoch."""
     alone = _train_alone(tmp_path, "adam", 1)
-    models, _, _, norm, views = _train_together(tmp_path, "adam", 1, grouped=True)
+    models, _, _, norm, views = _train_together(tmp_path, "adam", 1, how=ALL_GROUPED)
     x = norm(views["test"].images)
     for k, (model, _) in enumerate(alone):
         for name, tensor in model.state_dict().items():
@@ -138,14 +139,14 @@ def test_a_group_resumes_members_at_different_epochs(tmp_path):
         Member(runs[k], models[k], opts[k], images, labels[k], norm, views, s)
         for k, s in enumerate(SEEDS)
     ]
-    fit_group(members[:1], make, 4, FitSpec(2, 16, 0), log=lambda _: None, grouped=True)
+    fit_group(members[:1], make, 4, FitSpec(2, 16, 0), log=lambda _: None, how=ALL_GROUPED)
     # a fresh process: new objects, the same run folders
     _, _, _, _, models2, opts2, _ = _setup(tmp_path / "unused", "sgd", "x")
     resumed = [
         Member(Run(runs[k].path, "resume"), models2[k], opts2[k], images, labels[k], norm, views, s)
         for k, s in enumerate(SEEDS)
     ]
-    histories = fit_group(resumed, make, 4, FitSpec(3, 16, 0), log=lambda _: None, grouped=True)
+    histories = fit_group(resumed, make, 4, FitSpec(3, 16, 0), log=lambda _: None, how=ALL_GROUPED)
     assert [[r["epoch"] for r in h] for h in histories] == [[1, 2, 3]] * 3
 
     ref_images, ref_labels, ref_views, _, ref_models, ref_opts, ref_runs = _setup(
@@ -166,25 +167,73 @@ def test_a_group_resumes_members_at_different_epochs(tmp_path):
         torch.testing.assert_close(models2[0].state_dict()[name], tensor, rtol=1e-4, atol=1e-5)
 
 
-def test_on_the_cpu_members_train_one_by_one_and_equal_single_runs_exactly(tmp_path, monkeypatch):
-    """Grouping is chosen by measurement (worth_grouping): on the CPU three members train member
-    by member, through the very code a single run uses, so results are bit-identical to ``fit``."""
-    from genlab.training import grouped as grouped_module
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("grouped on the CPU")
-
-    monkeypatch.setattr(grouped_module, "train_epoch_grouped", refuse)
-    alone = _train_alone(tmp_path, "sgd", 2)
-    models, _, _, _, _ = _train_together(tmp_path, "sgd", 2, grouped=None)
-    for k, (model, _) in enumerate(alone):
+def test_members_in_lanes_equal_single_runs_on_one_thread_exactly(tmp_path):
+    """Each lane trains its members through the very code a single run uses, on one intra-op
+    thread: the results are bit-identical to ``fit`` on one thread, whichever lane ran them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = _train_alone(tmp_path, "sgd", 2)
+    finally:
+        torch.set_num_threads(threads)
+    models, _, histories, _, _ = _train_together(tmp_path, "sgd", 2, how=Plan(chunk=1, lanes=2))
+    assert torch.get_num_threads() == threads  # restored
+    for k, (model, history) in enumerate(alone):
         for name, tensor in model.state_dict().items():
             assert torch.equal(models[k].state_dict()[name], tensor), name
+        for mine, ref in zip(histories[k], history, strict=True):
+            assert mine.pop("group_size") == 1 and mine.pop("lanes") == 2
+            assert {n: v for n, v in mine.items() if "seconds" not in n} == {
+                n: v for n, v in ref.items() if "seconds" not in n
+            }
 
 
-def test_grouping_policy():
+def test_grouped_chunks_in_lanes_equal_training_one_by_one(tmp_path):
+    """Chunks [2, 1] in two lanes, in float64: the grouped chunk and the member alone both
+    follow their single runs."""
+    alone = _train_alone(tmp_path, "sgd", 2, torch.float64)
+    models, _, _, _, _ = _train_together(
+        tmp_path, "sgd", 2, how=Plan(chunk=2, lanes=2), dtype=torch.float64
+    )
+    for k, (model, _) in enumerate(alone):
+        for name, tensor in model.state_dict().items():
+            torch.testing.assert_close(models[k].state_dict()[name], tensor, rtol=1e-9, atol=1e-11)
+
+
+def test_in_lanes_keeps_order_restores_threads_and_raises_the_first_error():
+    threads = torch.get_num_threads()
+    seen = []
+
+    def job(i):
+        seen.append(torch.get_num_threads())
+        if i in (3, 5):
+            raise ValueError(f"job {i}")
+        return i * i
+
+    assert in_lanes([lambda i=i: i * i for i in range(7)], 2) == [i * i for i in range(7)]
+    with pytest.raises(ValueError, match="job 3"):
+        in_lanes([lambda i=i: job(i) for i in range(7)], 2)
+    assert len(seen) == 7  # every job ran to its end before the error was raised
+    assert set(seen) == {max(1, threads // 2)}
+    assert torch.get_num_threads() == threads
+    assert in_lanes([lambda: torch.get_num_threads()], 2) == [threads]  # one job: here
+
+
+def test_the_plan():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert not worth_grouping(Conv4(4), cpu, 3) and not worth_grouping(Conv4(8), cpu, 16)
-    assert worth_grouping(Conv4(4), cpu, 8) and worth_grouping(Conv4(4), cpu, 16)
-    assert worth_grouping(Conv4(4), cuda, 3) and worth_grouping(Conv4(16), cuda, 3)
-    assert not worth_grouping(Conv4(64), cuda, 3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert plan(Conv4(4), cpu, 8) == Plan(chunk=4, lanes=2)
+        assert plan(Conv4(4), cpu, 16) == Plan(chunk=4, lanes=2)
+        assert plan(Conv4(4), cpu, 3) == Plan(chunk=2, lanes=2)
+        assert plan(Conv4(8), cpu, 8) == Plan(chunk=1, lanes=2)
+        assert plan(Conv4(8), cpu, 3) == Plan()
+        assert plan(Conv4(16), cpu, 3) == plan(Conv4(64), cpu, 3) == Plan()
+        assert plan(Conv4(4), cpu, 1) == Plan()
+        torch.set_num_threads(1)
+        assert plan(Conv4(4), cpu, 8) == Plan(chunk=4, lanes=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert plan(Conv4(4), cuda, 3) == Plan(chunk=3) and plan(Conv4(16), cuda, 8) == Plan(chunk=8)
+    assert plan(Conv4(64), cuda, 3) == Plan()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genlab.models.batchnorm import BatchNorm2d
 from genlab.models.conv4 import Conv4
 
 
@@ -43,7 +44,7 @@ class GroupedConv4(nn.Module):
                     grouped.bias.copy_(torch.cat([p.bias for p in parts]))
                 layers.append(grouped)
             elif isinstance(layer, nn.BatchNorm2d):
-                norm = nn.BatchNorm2d(
+                norm = BatchNorm2d(  # genlab's: a chunk of 2 width-4 members has 8 channels
                     layer.num_features * k, eps=layer.eps, momentum=layer.momentum, **like
                 )
                 with torch.no_grad():

@@ -140,8 +140,8 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
         todo = [p for p in cfg.noise_levels if (width, p) not in done]
         if not todo:
             continue
-        # one row of the map: the noise levels of one width train together (one grouped model
-        # where that is faster: genlab.training.grouped.worth_grouping)
+        # one row of the map: the noise levels of one width train together, as
+        # genlab.training.grouped.plan measured fastest (lanes and grouped chunks)
         cells = _train_row(
             cfg, width, todo, x, {p: labels[p][0].to(device) for p in todo}, normalize, K
         )

@@ -158,8 +158,8 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
 
 
 def group_key(cfg: Config) -> tuple[Any, ...] | None:
-    """Runs with equal keys train together, as one grouped model where that is faster
-    (genlab.training.grouped.worth_grouping):
+    """Runs with equal keys train together, as genlab.training.grouped.plan measured fastest
+    (lanes of threads, grouped models):
     they differ only in label noise and seed, so they share images and architecture."""
     if cfg.randomize != "labels" or cfg.model != "conv4" or cfg.compile:
         return None
@@ -172,7 +172,7 @@ def group_key(cfg: Config) -> tuple[Any, ...] | None:
 def run_group(
     cfgs: list[Config], runs: list[Run], *, log: LogFn = print, quiet: bool = False
 ) -> list[dict[str, Any]]:
-    """``run`` for several configs with one ``group_key``, trained in one grouped pass."""
+    """``run`` for several configs with one ``group_key``, trained together."""
     setups = [_setup(cfg, r, log=log, quiet=quiet) for cfg, r in zip(cfgs, runs, strict=True)]
     first = cfgs[0]
     members = [

@@ -4,15 +4,20 @@ Each member keeps its own run folder, initialization, labels, data order (its se
 ``epoch_generator``) and optimizer state, and is saved every epoch exactly as ``fit`` saves a
 single run (same checkpoint, same metrics records), so a member can be resumed alone and its
 results equal training it alone up to float summation order. Members that are at the same epoch
-train as one ``GroupedConv4`` where that was measured to be faster (``worth_grouping``), else one
-after another; a member that stops early (or is behind after a resume) simply leaves (or joins)
-the group, which is rebuilt from the members' plain states.
+train as ``plan`` says was measured to be fastest on the device: on CUDA as one
+``GroupedConv4``; on the CPU in lanes, threads side by side that each train some members (small
+ones as grouped chunks) with one intra-op thread. A member that stops early (or is behind after a
+resume) simply leaves (or joins) the cohort, whose chunks are rebuilt from the members' plain
+states.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -39,23 +44,68 @@ from genlab.training.loop import FitSpec, Record, checkpoint_state, epoch_line, 
 from genlab.training.progress import EpochProgress
 
 OptimizerFactory = Callable[[object], torch.optim.Optimizer]
+T = TypeVar("T")
 
 
-def worth_grouping(model: torch.nn.Module, device: torch.device, k: int) -> bool:
-    """Whether ``k`` models like ``model`` train faster as one grouped model, by measurement
-    (benchmarks/bench_training.py, aggregate images/s grouped vs one after another):
-    - H100: K = 8 width-4 models 2.63x; K = 3 width-4 models 1.35x (the random-label grid);
-      K = 3 width-64 models 0.9x. Widths 8-16 were not measured: grouped there by extrapolation;
-    - 2-core CPU, where genlab's BatchNorm made single small models 1.5x faster and grouped
-      convolutions with few channels per group run at half the speed of separate ones: width 4
-      1.3x at K = 8 and 16 but 0.8x at K = 3; width 8 0.62x at K = 8 and 16; width 16 0.81x and
-      width 64 0.70x at K = 3."""
+@dataclass(frozen=True)
+class Plan:
+    """How a cohort of K members at the same epoch trains: in chunks of ``chunk`` consecutive
+    members, each chunk one ``GroupedConv4`` (a chunk of 1 trains through ``train_epoch``, as a
+    single run does), and ``lanes`` threads taking chunks side by side, each thread with an
+    equal share of PyTorch's intra-op threads (1 lane: one chunk after another, here)."""
+
+    chunk: int = 1
+    lanes: int = 1
+
+
+GROUP_WIDTHS = {"cpu": 4, "cuda": 16}  # the widest member that trains in grouped chunks
+CPU_CHUNK = 4  # the largest grouped chunk on one CPU thread (2 and 4 measured alike, 8 slower)
+
+
+def plan(model: torch.nn.Module, device: torch.device, k: int) -> Plan:
+    """The fastest way measured (benchmarks/bench_training.py, aggregate images/s against
+    training the K members one after another on all threads) to train ``k`` members like
+    ``model``:
+    - H100: one grouped model at width <= 16: K = 8 width-4 models 2.63x, K = 3 1.35x; K = 3
+      width-64 models 0.9x (one by one). Widths 8-16 were not measured: grouped by extrapolation.
+    - 2-core CPU: lanes, where one small model uses 2 threads poorly (1.6x one thread) and
+      grouped convolutions with few channels per group lose half their speed on 2 threads but
+      not on one. Width 4: K = 8 in 2 lanes of one grouped chunk of 4 each 1.5-2.1x (one
+      grouped model on 2 threads 0.96-1.3x, one by one in 2 lanes 1.2-1.6x); K = 16 in chunks
+      of 4 1.5-1.8x; K = 3 in chunks [2, 1] 1.1-1.3x. Width 8: K = 8 one by one in 2 lanes
+      1.08-1.22x (grouped 0.57x), but K = 3 0.94x: 2 + 1 members leave a lane idle. Width 16
+      (1.09x at K = 4) and 64 (1.04x at K = 2) gain nothing: one by one on all threads.
+      Machines with more cores get min(K, threads) lanes by extrapolation."""
     width = getattr(model, "width", None)
-    if width is None:
-        return False
+    if width is None or k < 2:
+        return Plan()
     if device.type == "cuda":
-        return width <= 16
-    return width <= 4 and k >= 8
+        return Plan(chunk=k if width <= GROUP_WIDTHS["cuda"] else 1)
+    lanes = min(k, torch.get_num_threads()) if width <= 4 or (width <= 8 and k >= 4) else 1
+    per_lane = -(-k // lanes)
+    return Plan(chunk=min(per_lane, CPU_CHUNK) if width <= GROUP_WIDTHS["cpu"] else 1, lanes=lanes)
+
+
+def in_lanes(jobs: Sequence[Callable[[], T]], lanes: int) -> list[T]:
+    """The results of ``jobs`` (independent of each other), in order. With ``lanes`` > 1 they
+    run in that many threads side by side, each thread taking the next job when it is free,
+    with ``torch.get_num_threads() // lanes`` intra-op threads of its own (PyTorch releases the
+    GIL inside its ops). A job computes exactly what it would compute alone on that many
+    threads, whichever thread runs it. The first error is raised once every job has ended."""
+    if lanes <= 1 or len(jobs) <= 1:
+        return [job() for job in jobs]
+    total = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(
+            lanes,
+            "genlab-lane",
+            initializer=torch.set_num_threads,
+            initargs=(max(1, total // lanes),),
+        ) as pool:
+            futures = [pool.submit(job) for job in jobs]
+        return [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(total)  # some libraries' thread settings are process-wide (MKL)
 
 
 @dataclass
@@ -177,11 +227,12 @@ def fit_group(
     spec: FitSpec,  # epochs and batch size; each member's seed is its own
     *,
     log: LogFn = print,
-    grouped: bool | None = None,
+    how: Plan | None = None,
 ) -> list[list[Record]]:
-    """Train every member to ``spec.epochs`` (or its stop), grouping those at the same epoch
-    when ``grouped`` (None: where it was measured to pay, see ``worth_grouping``). A cohort of
-    one, or of models other than plain Conv-4, trains member by member."""
+    """Train every member to ``spec.epochs`` (or its stop). The members at the same epoch (a
+    cohort) train as ``how`` says (None: ``plan``, the fastest measured), and are evaluated in
+    the same lanes; their files are written here, in member order. Models other than plain
+    Conv-4 train member by member."""
     if spec.augment != "none":
         raise ValueError("grouped training takes no augmentation")
     device = members[0].labels.device
@@ -194,57 +245,37 @@ def fit_group(
                 m.run.path.name, spec.epochs, m.epoch, log, bar=False, tensorboard=board
             )
     cohort_key: tuple[int, ...] | None = None
+    groups: list[_Chunk] = []
     while active := [m for m in members if not m.done and m.epoch < spec.epochs]:
         epoch = min(m.epoch for m in active) + 1
         cohort = [m for m in active if m.epoch == epoch - 1]
+        plain = any(type(m.model) is not Conv4 for m in cohort)
+        now = Plan() if plain else how or plan(cohort[0].model, device, len(cohort))
+        if (tuple(map(id, cohort)), now) != cohort_key:  # first pass, one stopped or caught up
+            cohort_key = (tuple(map(id, cohort)), now)
+            groups = [
+                _Chunk(cohort[i : i + now.chunk], make_optimizer)
+                for i in range(0, len(cohort), now.chunk)
+            ]
         with Timer(device) as t_train:
-            worth = worth_grouping(cohort[0].model, device, len(cohort))
-            group_now = worth if grouped is None else grouped
-            if not group_now or len(cohort) == 1 or any(type(m.model) is not Conv4 for m in cohort):
-                # one member, or a model GroupedConv4 cannot hold: each trains on its own
-                cohort_key = None
-                results = [
-                    train_epoch(
-                        m.model,
-                        m.optimizer,
-                        m.images,
-                        m.labels,
-                        m.normalize,
-                        batch_size=spec.batch_size,
-                        generator=epoch_generator(m.seed, epoch),
-                    )
-                    for m in cohort
-                ]
-            else:
-                if tuple(map(id, cohort)) != cohort_key:  # first pass, one stopped or caught up
-                    cohort_key = tuple(map(id, cohort))
-                    model, optimizer = group(cohort, make_optimizer)
-                    shared = all(m.images is cohort[0].images for m in cohort)
-                    images = cohort[0].images if shared else torch.stack([m.images for m in cohort])
-                    labels = torch.stack([m.labels for m in cohort])
-                    wide = Normalizer(
-                        torch.cat([m.normalize.scale for m in cohort], 1),
-                        torch.cat([m.normalize.shift for m in cohort], 1),
-                        precision=cohort[0].normalize.precision,
-                    )
-                results = train_epoch_grouped(
-                    model,
-                    optimizer,
-                    images,
-                    labels,
-                    wide,
-                    batch_size=spec.batch_size,
-                    generators=[epoch_generator(m.seed, epoch) for m in cohort],
-                )
-                ungroup(model, optimizer, cohort)
-        for m, train_metrics in zip(cohort, results, strict=True):
+            trained = in_lanes(
+                [partial(c.train_epoch, epoch, spec.batch_size) for c in groups], now.lanes
+            )
+        results = [r for chunk in trained for r in chunk]
+        sizes = {id(m): len(c.members) for c in groups for m in c.members}
+        evaluations = in_lanes(
+            [partial(_evaluate, m, num_classes, device) for m in cohort], now.lanes
+        )
+        for m, train_metrics, (view_metrics, eval_seconds) in zip(
+            cohort, results, evaluations, strict=True
+        ):
             check_finite(epoch, {"train_loss": train_metrics["loss"]})
-            with Timer(device) as t_eval:
-                view_metrics = evaluate_views(m.model, m.views, m.normalize, num_classes)
             record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
             record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
             record["seconds"] = t_train.seconds / len(cohort)  # its share of the cohort's epoch
-            record["eval_seconds"] = t_eval.seconds
+            record["eval_seconds"] = eval_seconds
+            # how it trained: float summation orders (so the last digits) depend on these
+            record["group_size"], record["lanes"] = sizes[id(m)], now.lanes
             if m.run is not None:
                 m.run.append_metrics(record)
                 m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, epoch))
@@ -256,3 +287,55 @@ def fit_group(
     for p in progress.values():
         p.close()
     return [m.history for m in members]
+
+
+def _evaluate(member: Member, num_classes: int, device: torch.device) -> tuple[dict, float]:
+    with Timer(device) as t:
+        metrics = evaluate_views(member.model, member.views, member.normalize, num_classes)
+    return metrics, t.seconds
+
+
+class _Chunk:
+    """Consecutive members of a cohort that train as one: alone through ``train_epoch``, or
+    several as one ``GroupedConv4``, built once and copied back into the members every epoch."""
+
+    def __init__(self, members: Sequence[Member], make_optimizer: OptimizerFactory):
+        self.members = list(members)
+        if len(members) == 1:
+            return
+        self.model, self.optimizer = group(members, make_optimizer)
+        shared = all(m.images is members[0].images for m in members)
+        self.images = members[0].images if shared else torch.stack([m.images for m in members])
+        self.labels = torch.stack([m.labels for m in members])
+        self.normalize = Normalizer(
+            torch.cat([m.normalize.scale for m in members], 1),
+            torch.cat([m.normalize.shift for m in members], 1),
+            precision=members[0].normalize.precision,
+        )
+
+    def train_epoch(self, epoch: int, batch_size: int) -> list[dict[str, float]]:
+        generators = [epoch_generator(m.seed, epoch) for m in self.members]
+        if len(self.members) == 1:
+            m = self.members[0]
+            return [
+                train_epoch(
+                    m.model,
+                    m.optimizer,
+                    m.images,
+                    m.labels,
+                    m.normalize,
+                    batch_size=batch_size,
+                    generator=generators[0],
+                )
+            ]
+        results = train_epoch_grouped(
+            self.model,
+            self.optimizer,
+            self.images,
+            self.labels,
+            self.normalize,
+            batch_size=batch_size,
+            generators=generators,
+        )
+        ungroup(self.model, self.optimizer, self.members)
+        return results
