@@ -354,7 +354,8 @@ def project_study_set(widths: dict) -> dict | None:
 def bench_group(width: int, k: int, images, labels, windows: int, device) -> dict:
     """K models of one width (aggregate img/s over the same epochs, alternating): one after
     another on all threads; as one grouped model; and as genlab trains them (``fit_group``
-    following ``plan``, e.g. lanes on the CPU)."""
+    following ``plan``, e.g. lanes on the CPU; each call rebuilds its grouped chunks, a cost a
+    study pays once per run: slightly against genlab)."""
     n = len(images)
     mean, std = channel_stats(images)
     norm = Normalizer.from_stats(mean, std, device)
@@ -442,6 +443,8 @@ def main() -> None:
     args = parser.parse_args()
     threads = configure_threads()
     device = resolve_device(args.device)
+    if any(k < 2 for k in args.group):
+        parser.error(f"--group {' '.join(map(str, args.group))}: K must be >= 2 (no K: skip)")
     sizes = args.images or [4096 if w <= 8 else 512 for w in args.widths]
     if len(sizes) != len(args.widths):
         parser.error(f"--images: {len(sizes)} sizes for {len(args.widths)} widths")

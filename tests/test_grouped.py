@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from functools import partial
+
 import pytest
 import torch
 
@@ -10,6 +14,7 @@ from genlab.models import Conv4
 from genlab.models.grouped import GroupedConv4
 from genlab.runs import Run
 from genlab.training import FitSpec, Normalizer, View, fit, make_optimizer
+from genlab.training.engine import Stopped, epoch_generator, train_epoch
 from genlab.training.grouped import Member, Plan, fit_group, in_lanes, plan
 
 SEEDS = (0, 1, 2)
@@ -39,6 +44,26 @@ def test_grouped_forward_equals_each_member():
         state = grouped.member_state(k)
         for name, tensor in m.state_dict().items():
             torch.testing.assert_close(state[name], tensor)
+
+
+def test_a_grouped_chunk_with_few_channels_takes_genlabs_batchnorm_and_equals_its_members():
+    """Two width-4 members: 8 channels in the first layer, where genlab's BatchNorm path runs
+    (float32, channels_last); outputs and gradients equal the members'."""
+    models = members_like_single_runs((0, 1), width=4, num_classes=10)
+    grouped = GroupedConv4(models).to(memory_format=torch.channels_last)
+    assert grouped.features[1]._wide_path(
+        torch.zeros(2, 8, 4, 4).to(memory_format=torch.channels_last)
+    )
+    x = [torch.randn(16, 3, 32, 32).to(memory_format=torch.channels_last) for _ in range(2)]
+    out = grouped(torch.cat(x, 1).contiguous(memory_format=torch.channels_last))
+    out.square().sum().backward()
+    for k, m in enumerate(models):
+        mine = m(x[k])
+        torch.testing.assert_close(out[:, k], mine, rtol=1e-4, atol=1e-5)
+        mine.square().sum().backward()
+        for (name, p), g in zip(m.named_parameters(), grouped.parameters(), strict=True):
+            part = grouped.member_view(name, g.grad)[k].reshape(p.shape)
+            torch.testing.assert_close(part, p.grad, rtol=1e-3, atol=1e-4)
 
 
 def _setup(tmp_path, optimizer, tag, dtype=torch.float32):
@@ -86,18 +111,24 @@ def _train_together(tmp_path, optimizer, epochs, *, how, dtype=torch.float32, st
     return models, runs, histories, norm, views
 
 
-def test_grouped_sgd_equals_training_one_by_one(tmp_path):
+@pytest.mark.parametrize(
+    ("how", "sizes"),
+    [(ALL_GROUPED, [[3, 3, 2], [3, 3], [3, 3, 2]]), (Plan(2, 2), [[2, 2, 2], [2, 2], [1, 1, 2]])],
+)
+def test_grouped_sgd_equals_training_one_by_one(tmp_path, how, sizes):
     """In float64, so that what is compared is the grouping, not float32 rounding: PyTorch's
-    channels_last batch norm (which the grouped model uses) was 30-100x less accurate than the
-    NCHW kernel and genlab's own (tests/test_batchnorm.py) on one thread, enough to move float32
-    weights by 5e-3 in these 18 steps."""
+    channels_last batch norm (which a grouped model uses from 9 channels on) was 30-100x less
+    accurate than the NCHW kernel and genlab's own (tests/test_batchnorm.py) on one thread,
+    enough to move float32 weights by 5e-3 in these 18 steps. One group, or chunks in lanes."""
     alone = _train_alone(tmp_path, "sgd", 3, torch.float64)
     # member 1 stops after epoch 2: it leaves the group, the others go on without it
     stops = [None, lambda r: r["epoch"] == 2, None]
     models, runs, histories, _, _ = _train_together(
-        tmp_path, "sgd", 3, how=ALL_GROUPED, dtype=torch.float64, stops=stops
+        tmp_path, "sgd", 3, how=how, dtype=torch.float64, stops=stops
     )
     assert [len(h) for h in histories] == [3, 2, 3]
+    assert [[r["group_size"] for r in h] for h in histories] == sizes
+    assert {r["lanes"] for h in histories for r in h} == {how.lanes}
     for k in (0, 2):
         model, history = alone[k]
         for name, tensor in model.state_dict().items():
@@ -167,17 +198,30 @@ def test_a_group_resumes_members_at_different_epochs(tmp_path):
         torch.testing.assert_close(models2[0].state_dict()[name], tensor, rtol=1e-4, atol=1e-5)
 
 
-def test_members_in_lanes_equal_single_runs_on_one_thread_exactly(tmp_path):
+@pytest.fixture
+def two_threads():
+    """The test session runs on one thread (conftest); lanes share out more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _fresh_thread_count() -> int:
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_members_in_lanes_equal_single_runs_on_one_thread_exactly(tmp_path, two_threads):
     """Each lane trains its members through the very code a single run uses, on one intra-op
     thread: the results are bit-identical to ``fit`` on one thread, whichever lane ran them."""
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        alone = _train_alone(tmp_path, "sgd", 2)
-    finally:
-        torch.set_num_threads(threads)
+    alone = _train_alone(tmp_path, "sgd", 2)
+    torch.set_num_threads(2)
     models, _, histories, _, _ = _train_together(tmp_path, "sgd", 2, how=Plan(chunk=1, lanes=2))
-    assert torch.get_num_threads() == threads  # restored
     for k, (model, history) in enumerate(alone):
         for name, tensor in model.state_dict().items():
             assert torch.equal(models[k].state_dict()[name], tensor), name
@@ -200,23 +244,73 @@ def test_grouped_chunks_in_lanes_equal_training_one_by_one(tmp_path):
             torch.testing.assert_close(models[k].state_dict()[name], tensor, rtol=1e-9, atol=1e-11)
 
 
-def test_in_lanes_keeps_order_restores_threads_and_raises_the_first_error():
-    threads = torch.get_num_threads()
-    seen = []
+def test_in_lanes_shares_out_the_threads_and_restores_them(two_threads):
+    main = threading.get_ident()
 
-    def job(i):
-        seen.append(torch.get_num_threads())
-        if i in (3, 5):
-            raise ValueError(f"job {i}")
-        return i * i
+    def job(i, stop):
+        return i * i, torch.get_num_threads(), threading.get_ident()
 
-    assert in_lanes([lambda i=i: i * i for i in range(7)], 2) == [i * i for i in range(7)]
-    with pytest.raises(ValueError, match="job 3"):
-        in_lanes([lambda i=i: job(i) for i in range(7)], 2)
-    assert len(seen) == 7  # every job ran to its end before the error was raised
-    assert set(seen) == {max(1, threads // 2)}
-    assert torch.get_num_threads() == threads
-    assert in_lanes([lambda: torch.get_num_threads()], 2) == [threads]  # one job: here
+    out = in_lanes([partial(job, i) for i in range(7)], 2)
+    assert [r[0] for r in out] == [i * i for i in range(7)]  # in job order
+    assert {r[1] for r in out} == {1}  # 2 threads, 2 lanes: one each
+    assert main not in {r[2] for r in out} and len({r[2] for r in out}) <= 2
+    assert torch.get_num_threads() == 2 and _fresh_thread_count() == 2  # the process's, too
+    assert in_lanes([partial(job, 3)], 1) == [(9, 2, main)]  # one lane: here, on all threads
+
+
+def test_in_lanes_stops_the_other_lanes_at_the_first_error(two_threads):
+    """A lane's error stops the running lanes at their next step and drops the queued jobs;
+    the error raised is the real one, not the others' Stopped."""
+    waited = []
+
+    def waiting(stop):
+        waited.append(stop.wait(timeout=60))  # False only if nobody asked it to stop
+        raise Stopped
+
+    def failing(stop):
+        raise ValueError("lane error")
+
+    with pytest.raises(ValueError, match="lane error"):
+        in_lanes([waiting, failing] + [waiting] * 5, 2)
+    assert waited and all(waited) and len(waited) <= 3  # the queued jobs mostly never ran
+    assert _fresh_thread_count() == 2
+
+
+def test_ctrl_c_stops_the_lanes():
+    main = threading.main_thread().ident
+    waited = []
+
+    def interrupted(stop):
+        signal.pthread_kill(main, signal.SIGINT)
+        waited.append(stop.wait(timeout=60))
+
+    with pytest.raises(KeyboardInterrupt):
+        in_lanes([interrupted, lambda stop: waited.append(stop.wait(timeout=60))], 2)
+    for thread in threading.enumerate():  # one caught starting by the Ctrl-C may still run
+        if thread.name.startswith("genlab-lane"):
+            thread.join(timeout=60)
+    assert waited and all(waited)  # the lanes that ran were asked to stop, and did
+
+
+def test_a_set_stop_ends_an_epoch_between_steps():
+    data = make_synthetic(n_train=64, n_test=8, num_classes=4, seed=0)
+    model = members_like_single_runs([0])[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        train_epoch(
+            model,
+            make_optimizer("sgd", model.parameters(), 0.1),
+            data.train.images,
+            data.train.labels,
+            norm,
+            batch_size=16,
+            generator=epoch_generator(0, 1),
+            stop=stop,
+        )
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
 def test_the_plan():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -39,6 +40,11 @@ EVAL_BATCH = {"cpu": 128, "cuda": 1024}
 
 class NonFiniteLoss(GenlabError):
     pass
+
+
+class Stopped(Exception):
+    """An epoch left between two steps because its ``stop`` event was set (the lanes of
+    genlab.training.grouped set it on Ctrl-C or another lane's error)."""
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -153,15 +159,23 @@ def run_steps(
     optimizer: torch.optim.Optimizer,
     *,
     graph: bool,
+    stop: threading.Event | None = None,
 ) -> None:
     """``step(index)`` for every batch of indices, in order. With ``graph`` (CUDA), the first
     steps run eagerly, then one step is captured as a CUDA graph and replayed for the rest, its
     index buffer refilled each time: at batch 64 a Conv-4 step is a few hundred small kernels,
     and launching them from Python, not running them, set the pace (benchmarks/). Every step is
     the same computation either way, in the same order; ``step`` must keep its results in
-    tensors (no host sync) and draw no random numbers."""
+    tensors (no host sync) and draw no random numbers. A set ``stop`` raises ``Stopped``
+    before the next step."""
+
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise Stopped
+
     if not graph or len(batches) < 2 * WARMUP_STEPS:  # a capture costs about a step's time
         for index in batches:
+            check()
             step(index)
         return
     main = torch.cuda.current_stream()
@@ -184,6 +198,7 @@ def run_steps(
             "set GENLAB_CUDA_GRAPHS=0 to train without graphs"
         ) from e
     for index in batches[WARMUP_STEPS:]:
+        check()
         static_index.copy_(index)
         graph_.replay()
     optimizer.zero_grad(set_to_none=True)  # let the graph's memory go with it
@@ -199,8 +214,10 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     augment: str = "none",
+    stop: threading.Event | None = None,
 ) -> dict[str, float]:
-    """One pass over the data in a seeded order; returns mean train loss and accuracy."""
+    """One pass over the data in a seeded order; returns mean train loss and accuracy. A set
+    ``stop`` ends it between two steps (``Stopped``)."""
     model.train()
     device = images.device
     order = torch.randperm(len(images), generator=generator).to(device)
@@ -229,7 +246,7 @@ def train_epoch(
 
     # random flips are drawn on the host; a compiled model is not captured (never measured)
     graph = augment != "random" and not is_compiled(model) and cuda_graphs_enabled(device)
-    run_steps(step, batches, optimizer, graph=graph)
+    run_steps(step, batches, optimizer, graph=graph, stop=stop)
     seen = sum(len(index) for index in batches)
     return {"loss": total_loss.item() / seen, "acc": correct.item() / seen}
 

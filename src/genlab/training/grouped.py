@@ -6,16 +6,17 @@ single run (same checkpoint, same metrics records), so a member can be resumed a
 results equal training it alone up to float summation order. Members that are at the same epoch
 train as ``plan`` says was measured to be fastest on the device: on CUDA as one
 ``GroupedConv4``; on the CPU in lanes, threads side by side that each train some members (small
-ones as grouped chunks) with one intra-op thread. A member that stops early (or is behind after a
+ones as grouped chunks) with their share of the intra-op threads. A member that stops early (or is behind after a
 resume) simply leaves (or joins) the cohort, whose chunks are rebuilt from the members' plain
 states.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TypeVar
 
@@ -28,6 +29,7 @@ from genlab.runs import TENSORBOARD, Run
 from genlab.training.engine import (
     LogFn,
     Normalizer,
+    Stopped,
     Timer,
     View,
     autocast,
@@ -81,31 +83,53 @@ def plan(model: torch.nn.Module, device: torch.device, k: int) -> Plan:
         return Plan()
     if device.type == "cuda":
         return Plan(chunk=k if width <= GROUP_WIDTHS["cuda"] else 1)
-    lanes = min(k, torch.get_num_threads()) if width <= 4 or (width <= 8 and k >= 4) else 1
+    small = width <= 4 or (width <= 8 and k >= 4)
+    lanes = min(k, torch.get_num_threads()) if small and lanes_work() else 1
     per_lane = -(-k // lanes)
     return Plan(chunk=min(per_lane, CPU_CHUNK) if width <= GROUP_WIDTHS["cpu"] else 1, lanes=lanes)
 
 
-def in_lanes(jobs: Sequence[Callable[[], T]], lanes: int) -> list[T]:
-    """The results of ``jobs`` (independent of each other), in order. With ``lanes`` > 1 they
+def in_lanes(jobs: Sequence[Callable[[threading.Event], T]], lanes: int) -> list[T]:
+    """The results of ``jobs`` (independent of each other), in order. Each job is called with
+    an event that asks it to stop early (``train_epoch``'s ``stop``). With ``lanes`` > 1 they
     run in that many threads side by side, each thread taking the next job when it is free,
-    with ``torch.get_num_threads() // lanes`` intra-op threads of its own (PyTorch releases the
-    GIL inside its ops). A job computes exactly what it would compute alone on that many
-    threads, whichever thread runs it. The first error is raised once every job has ended."""
-    if lanes <= 1 or len(jobs) <= 1:
-        return [job() for job in jobs]
+    with ``torch.get_num_threads() // lanes`` (at least 1) intra-op threads of its own: PyTorch
+    releases the GIL inside its ops. A job computes what it would compute alone on that many
+    threads, whichever thread runs it. On the first error, or Ctrl-C here, the queued jobs are
+    dropped and the running ones stopped at their next step; then the error is raised."""
+    stop = threading.Event()
+    if lanes <= 1:
+        return [job(stop) for job in jobs]
     total = torch.get_num_threads()
+    pool = ThreadPoolExecutor(
+        lanes, "genlab-lane", initializer=torch.set_num_threads, initargs=(max(1, total // lanes),)
+    )
+    futures = []  # filled one by one: a Ctrl-C between two submits leaves none untracked
     try:
-        with ThreadPoolExecutor(
-            lanes,
-            "genlab-lane",
-            initializer=torch.set_num_threads,
-            initargs=(max(1, total // lanes),),
-        ) as pool:
-            futures = [pool.submit(job) for job in jobs]
-        return [f.result() for f in futures]
+        for job in jobs:
+            futures.append(pool.submit(job, stop))
+        wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:  # Ctrl-C while waiting
+        stop.set()
+        raise
     finally:
-        torch.set_num_threads(total)  # some libraries' thread settings are process-wide (MKL)
+        if any(f.done() and not f.cancelled() and f.exception() for f in futures):
+            stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        # PyTorch keeps one thread count for the process, which a thread takes up when it
+        # first runs a parallel op; the lanes' setting must not outlive them
+        torch.set_num_threads(total)
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    for error in errors:
+        if not isinstance(error, Stopped):
+            raise error
+    return [f.result() for f in futures]
+
+
+def lanes_work() -> bool:
+    """Whether a thread can have its own intra-op thread count: with OpenMP (PyTorch's usual CPU
+    backend) each thread has its own; with the native thread pool all threads share one."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
 @dataclass
@@ -185,8 +209,10 @@ def train_epoch_grouped(
     *,
     batch_size: int,
     generators: Sequence[torch.Generator],
+    stop: threading.Event | None = None,
 ) -> list[dict[str, float]]:
-    """One epoch for every member, each in its own seeded order (as ``train_epoch`` draws it)."""
+    """One epoch for every member, each in its own seeded order (as ``train_epoch`` draws it);
+    a set ``stop`` ends it between two steps."""
     model.train()
     k, n = labels.shape
     device = labels.device
@@ -213,7 +239,7 @@ def train_epoch_grouped(
         correct.add_((logits.detach().argmax(2) == y.T).sum(0))
 
     batches = [order[:, start : start + batch_size] for start in starts]
-    run_steps(step, batches, optimizer, graph=cuda_graphs_enabled(device))  # never compiled
+    run_steps(step, batches, optimizer, graph=cuda_graphs_enabled(device), stop=stop)
     seen = sum(index.shape[1] for index in batches)
     return [
         {"loss": total_loss[i].item() / seen, "acc": correct[i].item() / seen} for i in range(k)
@@ -244,13 +270,15 @@ def fit_group(
             progress[id(m)] = EpochProgress(
                 m.run.path.name, spec.epochs, m.epoch, log, bar=False, tensorboard=board
             )
-    cohort_key: tuple[int, ...] | None = None
+    cohort_key: tuple[tuple[int, ...], Plan] | None = None
     groups: list[_Chunk] = []
     while active := [m for m in members if not m.done and m.epoch < spec.epochs]:
         epoch = min(m.epoch for m in active) + 1
         cohort = [m for m in active if m.epoch == epoch - 1]
         plain = any(type(m.model) is not Conv4 for m in cohort)
         now = Plan() if plain else how or plan(cohort[0].model, device, len(cohort))
+        if device.type != "cpu":  # one stream: graphs are captured from one thread
+            now = replace(now, lanes=1)
         if (tuple(map(id, cohort)), now) != cohort_key:  # first pass, one stopped or caught up
             cohort_key = (tuple(map(id, cohort)), now)
             groups = [
@@ -263,17 +291,14 @@ def fit_group(
             )
         results = [r for chunk in trained for r in chunk]
         sizes = {id(m): len(c.members) for c in groups for m in c.members}
-        evaluations = in_lanes(
-            [partial(_evaluate, m, num_classes, device) for m in cohort], now.lanes
-        )
-        for m, train_metrics, (view_metrics, eval_seconds) in zip(
-            cohort, results, evaluations, strict=True
-        ):
+        with Timer(device) as t_eval:
+            evaluations = in_lanes([partial(_evaluate, m, num_classes) for m in cohort], now.lanes)
+        for m, train_metrics, view_metrics in zip(cohort, results, evaluations, strict=True):
             check_finite(epoch, {"train_loss": train_metrics["loss"]})
             record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
             record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
             record["seconds"] = t_train.seconds / len(cohort)  # its share of the cohort's epoch
-            record["eval_seconds"] = eval_seconds
+            record["eval_seconds"] = t_eval.seconds / len(cohort)
             # how it trained: float summation orders (so the last digits) depend on these
             record["group_size"], record["lanes"] = sizes[id(m)], now.lanes
             if m.run is not None:
@@ -289,10 +314,8 @@ def fit_group(
     return [m.history for m in members]
 
 
-def _evaluate(member: Member, num_classes: int, device: torch.device) -> tuple[dict, float]:
-    with Timer(device) as t:
-        metrics = evaluate_views(member.model, member.views, member.normalize, num_classes)
-    return metrics, t.seconds
+def _evaluate(member: Member, num_classes: int, _stop: threading.Event) -> dict:
+    return evaluate_views(member.model, member.views, member.normalize, num_classes)
 
 
 class _Chunk:
@@ -313,7 +336,9 @@ class _Chunk:
             precision=members[0].normalize.precision,
         )
 
-    def train_epoch(self, epoch: int, batch_size: int) -> list[dict[str, float]]:
+    def train_epoch(
+        self, epoch: int, batch_size: int, stop: threading.Event
+    ) -> list[dict[str, float]]:
         generators = [epoch_generator(m.seed, epoch) for m in self.members]
         if len(self.members) == 1:
             m = self.members[0]
@@ -326,6 +351,7 @@ class _Chunk:
                     m.normalize,
                     batch_size=batch_size,
                     generator=generators[0],
+                    stop=stop,
                 )
             ]
         results = train_epoch_grouped(
@@ -336,6 +362,7 @@ class _Chunk:
             self.normalize,
             batch_size=batch_size,
             generators=generators,
+            stop=stop,
         )
         ungroup(self.model, self.optimizer, self.members)
         return results
