@@ -6,9 +6,9 @@ single run (same checkpoint, same metrics records), so a member can be resumed a
 results equal training it alone up to float summation order. Members that are at the same epoch
 train as ``plan`` says was measured to be fastest on the device: on CUDA as one
 ``GroupedConv4``; on the CPU in lanes, threads side by side that each train some members (small
-ones as grouped chunks) with their share of the intra-op threads. A member that stops early (or is behind after a
-resume) simply leaves (or joins) the cohort, whose chunks are rebuilt from the members' plain
-states.
+ones as grouped chunks) with their share of the intra-op threads. A member that stops early (or
+is behind after a resume) simply leaves (or joins) the cohort, whose chunks are rebuilt from the
+members' plain states.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cache, partial
 from typing import TypeVar
 
 import torch
@@ -126,6 +126,7 @@ def in_lanes(jobs: Sequence[Callable[[threading.Event], T]], lanes: int) -> list
     return [f.result() for f in futures]
 
 
+@cache
 def lanes_work() -> bool:
     """Whether a thread can have its own intra-op thread count: with OpenMP (PyTorch's usual CPU
     backend) each thread has its own; with the native thread pool all threads share one."""
