@@ -39,22 +39,25 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
-    """Build ``cls`` from JSON values, refusing unknown keys and checking choices."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
+    """Build ``cls`` from JSON values, refusing unknown keys (choices are checked by the config
+    itself, ``check_choices``, so a config built in Python is checked the same way)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
     if unknown:
         raise GenlabError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}")
-    kwargs = {}
-    for key, value in values.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        choices = names[key].metadata.get("choices")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def check_choices(cfg: Any) -> None:
+    """Every field with ``choices`` holds one of them: called first by each config's
+    ``__post_init__``, so ``robustness.Config(model="conv5")`` fails as the CLI does."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        value = getattr(cfg, f.name)
         if choices is not None and value not in choices:
             raise GenlabError(
-                f"{flag(key)}: {value!r} is not one of {', '.join(map(str, choices))}"
+                f"{flag(f.name)}: {value!r} is not one of {', '.join(map(str, choices))}"
             )
-        kwargs[key] = value
-    return cls(**kwargs)
 
 
 def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:

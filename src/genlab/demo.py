@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Any
+
 from genlab.config import with_overrides
-from genlab.launch import run_study
+from genlab.launch import run_dir_for, run_members
 from genlab.reporting.html import build_report
 from genlab.runs import FIGURES, read_json
-from genlab.studies import linreg, random_labels, robustness
-from genlab.training.engine import LogFn
+from genlab.studies import STUDIES, linreg, random_labels, robustness
+from genlab.training.runtime import Runtime
 
 DEMO_ROBUSTNESS = {"dataset": "digits", "width": 16, "epochs": 12, "lr": 0.05, "seed": 0}
 DEMO_RANDOM_LABELS = {
@@ -47,13 +49,20 @@ DEMO_LINREG = {
 }
 
 
-def demo(out: Path, *, force: bool = False, quiet: bool = False, log: LogFn = print) -> list[Path]:
+def _run(name: str, cfg: Any, out: Path, rt: Runtime, force: bool) -> Path:
+    path = run_dir_for(STUDIES[name], cfg, out)
+    run_members(STUDIES[name], [(cfg, path)], rt, force=force)
+    return path
+
+
+def demo(out: Path, rt: Runtime, *, force: bool = False) -> list[Path]:
+    log = rt.log
     base = with_overrides(robustness.Config(), DEMO_ROBUSTNESS)
     paths = []
     for augment in ("none", "double"):
         cfg = with_overrides(base, {"augment": augment})
         log(f"\n== flip robustness, augment={augment} ==")
-        paths.append(run_study("robustness", cfg, out=out, force=force, quiet=quiet, log=log))
+        paths.append(_run("robustness", cfg, out, rt, force))
     rows = []
     for path in paths:
         cfg, summary = read_json(path / "config.json")["config"], read_json(path / "summary.json")
@@ -65,8 +74,8 @@ def demo(out: Path, *, force: bool = False, quiet: bool = False, log: LogFn = pr
     print(f"{'augment':<8} {'params':>8} {'test acc':>9} {'flipped acc':>12} {'seconds':>8}")
     for augment, n, test, flipped, seconds in rows:
         print(f"{augment:<8} {n:>8,} {test:>9.3f} {flipped:>12.3f} {seconds:>8.1f}")
-    paths.append(_demo_linreg(out, force=force, quiet=quiet, log=log))
-    paths += _demo_random_labels(out, force=force, quiet=quiet, log=log)
+    paths.append(_demo_linreg(out, rt, force))
+    paths += _demo_random_labels(out, rt, force)
     print("\nruns and figures:")
     for path in paths:
         print(f"  {path}  (figures in {path / FIGURES})")
@@ -74,10 +83,10 @@ def demo(out: Path, *, force: bool = False, quiet: bool = False, log: LogFn = pr
     return paths
 
 
-def _demo_linreg(out: Path, *, force: bool, quiet: bool, log: LogFn) -> Path:
+def _demo_linreg(out: Path, rt: Runtime, force: bool) -> Path:
     cfg = with_overrides(linreg.Config(), DEMO_LINREG)
-    log(f"\n== over-parametrized linear regression, n={cfg.n}, p={cfg.p} ==")
-    path = run_study("linreg", cfg, out=out, force=force, quiet=quiet, log=log)
+    rt.log(f"\n== over-parametrized linear regression, n={cfg.n}, p={cfg.p} ==")
+    path = _run("linreg", cfg, out, rt, force)
     s = read_json(path / "summary.json")
     print(
         f"\nOver-parametrized linear regression (Gaussian design, n={s['n']}, p={s['p']}, "
@@ -95,13 +104,13 @@ def _demo_linreg(out: Path, *, force: bool, quiet: bool, log: LogFn) -> Path:
     return path
 
 
-def _demo_random_labels(out: Path, *, force: bool, quiet: bool, log: LogFn) -> list[Path]:
+def _demo_random_labels(out: Path, rt: Runtime, force: bool) -> list[Path]:
     base = with_overrides(random_labels.Config(), DEMO_RANDOM_LABELS)
     paths = []
     for p in (0.0, 1.0):
-        log(f"\n== random labels, p={p} ==")
+        rt.log(f"\n== random labels, p={p} ==")
         cfg = with_overrides(base, {"label_noise": p})
-        paths.append(run_study("random-labels", cfg, out=out, force=force, quiet=quiet, log=log))
+        paths.append(_run("random-labels", cfg, out, rt, force))
     print(
         f"\nRandom labels on digits (Conv-4 width 8, {base.train_subset} train images, {base.epochs} epochs "
         "of Adam; test labels clean):"

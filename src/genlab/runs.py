@@ -44,19 +44,21 @@ INVARIANCE = "invariance.json"
 LABEL_NOISE = "label_noise.json"  # random labels: which training labels changed, to what
 ARRAYS = "arrays.npz"  # linreg: beta_min_norm, beta_gd, beta_sgd, beta_star, eigenvalues
 RIDGE = "ridge.json"  # linreg: the ridge path
-SWEEP = "sweep.json"  # linreg: test MSE against gamma = p / n
+DOUBLE_DESCENT = "double_descent.json"  # linreg --sweep-p: test MSE against gamma = p / n
+# A sweep folder (runs/<study>/sweep-<hash>/) holds its member run folders and:
+SWEEP = "sweep.json"  # the members in order: index, run id, config
+AGGREGATE = "aggregate.json"  # members that differ only in seed: mean, std, 95% interval
+AGGREGATE_CSV = "aggregate.csv"  # the same as a table
 FIGURES = "figures"
 TENSORBOARD = "tensorboard"
 
 
 @dataclass
 class Run:
-    """An open run folder. ``state`` is "new", "resume" or "finished"; ``tensorboard``: the
-    training loop also writes its per-epoch scalars as TensorBoard events (``--tensorboard``)."""
+    """An open run folder. ``state`` is "new", "resume" or "finished"."""
 
     path: Path
     state: str
-    tensorboard: bool = False
 
     @classmethod
     def open(cls, path: Path, config: dict[str, Any], *, force: bool = False) -> Run:
@@ -151,9 +153,9 @@ class Run:
         write_json(self.path / SUMMARY, summary)
 
 
-def environment(device: str, seed: int | None = None, precision: str = "fp32") -> dict[str, Any]:
-    """What a number depends on besides its config: versions, commit, device, arithmetic,
-    threads, seed."""
+def environment(seed: int | None, runtime: dict[str, Any]) -> dict[str, Any]:
+    """What a number depends on besides its config: versions, commit, the runtime (device,
+    arithmetic, compile, CUDA graphs), threads, seed."""
     import numpy
     import torch
 
@@ -166,12 +168,12 @@ def environment(device: str, seed: int | None = None, precision: str = "fp32") -
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
-        "device": device,
-        "precision": precision,
+        **runtime,
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
         "argv": sys.argv,
     }
+    device = str(runtime.get("device", "cpu"))
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(device)
     else:

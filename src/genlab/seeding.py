@@ -1,11 +1,15 @@
 """Seeds derived from a run's seed: one independent stream per purpose, nothing global.
 
 ``generator(seed, epoch)`` orders the data of one epoch; ``stream(seed, "train_labels")`` draws a
-run's label noise; ``seed_from(...)`` gives an integer for ``torch.manual_seed``. Each is a hash
+run's label noise; ``init(seed)`` initializes a model; ``fixed(name)`` is a draw shared by every
+run (a subset, a probe); ``seed_from(...)`` gives an integer seed. Each is a hash
 (numpy's SeedSequence) of its keys, so streams never overlap and resuming needs no saved state.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -26,3 +30,32 @@ def generator(*keys: int) -> torch.Generator:
 def stream(seed: int, name: str) -> torch.Generator:
     """The generator of one named random draw of a run (see STREAMS)."""
     return generator(seed, _STREAM_SALT, STREAMS[name])
+
+
+# Draws that are the same for every run whatever its seed, so runs compare on the same images:
+# the training subset (--train-subset), the test subset (--test-subset), the invariance probe.
+FIXED = {"train_subset": 0, "test_subset": 1, "invariance_probe": 0}
+
+
+def fixed(name: str) -> torch.Generator:
+    """The generator of a draw shared by every run (see FIXED)."""
+    return torch.Generator().manual_seed(FIXED[name])
+
+
+@contextmanager
+def init(seed: int) -> Iterator[None]:
+    """A model's initialization: inside, PyTorch's global generator (which ``nn.Module``
+    initializers draw from) starts from ``seed``; outside, it is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def spawn(seed: int, count: int) -> list[np.random.SeedSequence]:
+    """``count`` independent numpy seed sequences spawned from ``seed`` (linear regression)."""
+    return np.random.SeedSequence(seed).spawn(count)
+
+
+def numpy_generator(*keys: int) -> np.random.Generator:
+    """A numpy generator keyed by integers, e.g. (seed, purpose, p, k)."""
+    return np.random.default_rng([int(k) for k in keys])

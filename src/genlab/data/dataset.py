@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from genlab.errors import GenlabError
+from genlab.seeding import fixed
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,13 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def take_subset(dataset: ImageDataset, n: int | None, seed: int = 0) -> ImageDataset:
-    """``n`` images drawn without replacement by a generator of its own (``seed``), so runs with
-    different training seeds share the same subset; ``None`` keeps everything."""
+def take_subset(dataset: ImageDataset, n: int | None) -> ImageDataset:
+    """``n`` images drawn without replacement by a generator shared by every run
+    (``seeding.fixed``), so runs with different training seeds share the same subset; ``None``
+    keeps everything."""
     if n is None:
         return dataset
     if not 1 <= n <= len(dataset):
         raise GenlabError(f"--train-subset {n}: must be between 1 and {len(dataset)}")
-    index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    index = torch.randperm(len(dataset), generator=fixed("train_subset"))[:n]
     return dataset.subset(index.sort().values)

@@ -1,22 +1,27 @@
 """What every image study does the same way: the training settings every study shares, data on
-the device, the model, and the pieces of summary.json that every study reports."""
+the device (loaded once per command and shared by every member that uses it), the model, and the
+pieces of summary.json that every study reports."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from genlab.config import flag, option
+from genlab import seeding
+from genlab.config import check_choices, flag, option
 from genlab.data import DATASETS, ImageDataset, Splits, channel_stats, load_dataset, take_subset
 from genlab.errors import GenlabError
 from genlab.models import MODELS, make_model
 from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
-from genlab.training import OPTIMIZERS, Normalizer, View, make_optimizer, resolve_device
-from genlab.training.device import DEVICES
-from genlab.training.engine import PRECISIONS
+from genlab.training import OPTIMIZERS, Normalizer, View, make_optimizer
+from genlab.training.runtime import Runtime
+
+T = TypeVar("T")
 
 # The settings every image study spells the same way: (default, help, option keywords).
 _SHARED: dict[str, tuple[Any, str, dict[str, Any]]] = {
@@ -33,7 +38,6 @@ _SHARED: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "optimizer": ("sgd", "optimizer", {"choices": OPTIMIZERS}),
     "lr": (0.1, "constant learning rate", {}),
     "seed": (0, "seed for initialization, data order and every random choice of the run", {}),
-    "device": ("auto", "device", {"choices": DEVICES, "identity": False}),
 }
 _DEFAULT = object()
 
@@ -48,8 +52,8 @@ def check_training(epochs: int, batch_size: int, lr: float) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if value < 1:
             raise GenlabError(f"{flag(name)} {value}: must be >= 1")
-    if not lr > 0:
-        raise GenlabError(f"--lr {lr}: must be > 0")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise GenlabError(f"--lr {lr}: must be a finite number > 0")
 
 
 @dataclass(frozen=True)
@@ -69,29 +73,29 @@ class TrainConfig:
     momentum: float = option(0.0, "SGD momentum")
     weight_decay: float = option(0.0, "weight decay")
     seed: int = shared_option("seed")
-    device: str = shared_option("device")
-    compile: bool = option(
-        False,
-        "torch.compile the model (~10 s to compile; measured slower than genlab's own engine: "
-        "2-core CPU 0.87x at width 4, 0.98x at 64; H100 0.97x, 0.87x)",
-        identity=False,
-    )
-    precision: str = option(
-        "auto",
-        "arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 autocast "
-        "(2-core CPU with AVX512-BF16: 2.1x at width 64, 0.85x at width 4)",
-        choices=PRECISIONS,
-        identity=False,
-    )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         check_architecture(self.width, self.kernel)  # before any run folder is made
         check_training(self.epochs, self.batch_size, self.lr)
 
 
+class SharedData:
+    """What members of one command share: each dataset is loaded once, each tensor moved to the
+    device once, so K members of a sweep hold one copy of the images, not K."""
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        if key not in self._values:
+            self._values[key] = make()
+        return self._values[key]
+
+
 @dataclass
 class Prepared:
-    """Everything a study needs to call ``fit``."""
+    """Everything a study needs to build a ``Member``."""
 
     splits: Splits
     train: ImageDataset
@@ -103,32 +107,33 @@ class Prepared:
     optimizer: torch.optim.Optimizer
 
 
-def prepare(cfg: TrainConfig, *, quiet: bool = False) -> Prepared:
-    """Seed, load the data, compute normalization from the training split, build the model."""
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    splits = load_dataset(cfg.dataset, cfg.data_dir, quiet=quiet)
-    train = take_subset(splits.train, cfg.train_subset)
-    mean, std = channel_stats(train.images)
-    model = make_model(
-        cfg.model, cfg.width, cfg.kernel, splits.train.num_classes, splits.train.shape[-1]
+def prepare(cfg: TrainConfig, rt: Runtime, shared: SharedData) -> Prepared:
+    """Load the data (shared), compute normalization from the training split, build the model
+    from the run's seed."""
+    data = (cfg.dataset, cfg.data_dir)
+    splits = shared.get(("splits", *data), lambda: load_dataset(*data, quiet=rt.quiet))
+    subset = (*data, cfg.train_subset)
+    train = shared.get(("train", *subset), lambda: take_subset(splits.train, cfg.train_subset))
+    mean, std = shared.get(("stats", *subset), lambda: channel_stats(train.images))
+    normalize = shared.get(
+        ("normalize", *subset), lambda: Normalizer.from_stats(mean, std, rt.device)
     )
-    model = model.to(device, memory_format=torch.channels_last)
-    if cfg.compile:
+    with seeding.init(cfg.seed):
+        model = make_model(
+            cfg.model, cfg.width, cfg.kernel, splits.train.num_classes, splits.train.shape[-1]
+        )
+    model = model.to(rt.device, memory_format=torch.channels_last)
+    if rt.compile:
         model.compile()  # in place: the state dict keeps its keys, so checkpoints stay plain
     optimizer = make_optimizer(
         cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay
     )
-    return Prepared(
-        splits,
-        train,
-        device,
-        Normalizer.from_stats(mean, std, device, precision=cfg.precision),
-        mean,
-        std,
-        model,
-        optimizer,
-    )
+    return Prepared(splits, train, rt.device, normalize, mean, std, model, optimizer)
+
+
+def on_device(shared: SharedData, key: Hashable, dataset: ImageDataset, rt: Runtime) -> View:
+    """``dataset`` as a view on the device, moved once per command for ``key``."""
+    return shared.get(("view", key, str(rt.device)), lambda: to_view(dataset, rt.device))
 
 
 def to_view(dataset: ImageDataset, device: torch.device) -> View:

@@ -31,13 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from genlab.config import flag, option
+from genlab import seeding
+from genlab.config import check_choices, flag, option
 from genlab.data.linear import LinearData, gaussian_design, load_linear
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write
 from genlab.models import linear as lin
-from genlab.runs import ARRAYS, DATASET, METRICS, RIDGE, SWEEP, Run
+from genlab.runs import ARRAYS, DATASET, DOUBLE_DESCENT, METRICS, RIDGE, Run
 from genlab.training.engine import LogFn
+from genlab.training.runtime import Runtime
 
 RIDGE_LAMBDAS = np.logspace(-8, 2, 41)
 CURVES = ("train_mse", "test_mse", "norm", "dist_to_min_norm", "outside_row_space")
@@ -69,6 +71,7 @@ class Config:
     seed: int = option(0, "seed for the design, the SGD order and every random choice of the run")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         for name in ("n", "p", "n_test", "epochs", "batch_size", "sweep_points", "sweep_seeds"):
             if getattr(self, name) < 1:
                 raise GenlabError(f"{flag(name)} {getattr(self, name)}: must be >= 1")
@@ -115,21 +118,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 RUN_ID_KEYS = ("n", "p", "epochs", "seed")
 
 
-def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> dict[str, Any]:
-    """The whole study on one BLAS thread. Measured on the 2-core machine shared with other jobs:
+def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
+    """Each member in turn, on one BLAS thread. Measured on the 2-core machine shared with other jobs:
     the SVD of a 500 x 1000 X took 0.1-0.2 s on one OpenBLAS thread and 0.5-14 s on two, and
     1,000 GD steps (matrix-vector products) 0.9-20 s on two; threads waiting for each other on
     busy cores cost more than the second core gives. Large matrix products were equally fast."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _run(cfg, run, log=log)
+        return [_run(cfg, run, log=rt.log) for cfg, run in members]
 
 
 def _run(cfg: Config, run: Run, *, log: LogFn) -> dict[str, Any]:
     start, seconds = time.perf_counter(), {}
     # Independent streams: the design, the SGD order, the null-space vector, scikit-learn.
-    seeds = np.random.SeedSequence(cfg.seed).spawn(4)
+    seeds = seeding.spawn(cfg.seed, 4)
     if cfg.data:
         data = load_linear(cfg.data)
     else:
@@ -176,7 +179,7 @@ def _run(cfg: Config, run: Run, *, log: LogFn) -> dict[str, Any]:
     if cfg.sweep_p:
         t = time.perf_counter()
         result = sweep(cfg, log=log)
-        run.write_json(SWEEP, result)
+        run.write_json(DOUBLE_DESCENT, result)
         keys = ("p", "gamma", "test_mse_mean", "test_mse_std", "test_mse_theory")
         s["sweep"] = [
             dict(zip(keys, row, strict=True))
@@ -386,7 +389,7 @@ def sweep(cfg: Config, *, log: LogFn = print) -> dict[str, Any]:
     risk = np.empty((len(ps), cfg.sweep_seeds))
     for i, p in enumerate(ps):
         for k in range(cfg.sweep_seeds):
-            rng = np.random.default_rng([cfg.seed, 1, p, k])
+            rng = seeding.numpy_generator(cfg.seed, 1, p, k)
             d = gaussian_design(cfg.n, p, 0, cfg.r, cfg.sigma, rng)
             b = lin.min_norm_gram(d.x_train, d.y_train)
             risk[i, k] = np.sum((b - d.beta_star) ** 2) + cfg.sigma**2

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from genlab.config import option
+from genlab import seeding
+from genlab.config import check_choices, option
 from genlab.data import channel_stats, load_dataset, take_subset
 from genlab.data.labels import NOISE_MODES, check_noise, corrupt_labels
 from genlab.data.resize import resize
@@ -37,16 +38,8 @@ from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
 from genlab.seeding import seed_from, stream
 from genlab.studies.common import check_training, shared_option
-from genlab.training import (
-    FitSpec,
-    Normalizer,
-    View,
-    evaluate,
-    make_optimizer,
-    resolve_device,
-)
-from genlab.training.engine import LogFn
-from genlab.training.grouped import Member, fit_group
+from genlab.training import FitSpec, Member, Normalizer, View, evaluate, fit, make_optimizer
+from genlab.training.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -74,9 +67,9 @@ class Config:
     optimizer: str = shared_option("optimizer", "adam")
     lr: float = shared_option("lr", 0.003)
     seed: int = shared_option("seed")
-    device: str = shared_option("device")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.image_size < 0 or 0 < self.image_size < 4:
             raise GenlabError(f"--image-size {self.image_size}: must be 0 (keep) or >= 4")
         if self.n < 1:
@@ -100,9 +93,14 @@ PRESETS: dict[str, dict[str, Any]] = {}
 RUN_ID_KEYS = ("dataset", "n", "epochs", "seed")
 
 
-def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> dict[str, Any]:
-    device = resolve_device(cfg.device)
-    splits = load_dataset(cfg.dataset, cfg.data_dir, quiet=quiet)
+def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
+    """Each map in turn (a map's cells already train together, row by row)."""
+    return [_run_map(cfg, run, rt) for cfg, run in members]
+
+
+def _run_map(cfg: Config, run: Run, rt: Runtime) -> dict[str, Any]:
+    device, log = rt.device, rt.log
+    splits = load_dataset(cfg.dataset, cfg.data_dir, quiet=rt.quiet)
     if cfg.n > len(splits.train):
         raise GenlabError(f"--n {cfg.n}: the training split has only {len(splits.train)} images")
     train, test = take_subset(splits.train, cfg.n), splits.test
@@ -143,10 +141,10 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
         # one row of the map: the noise levels of one width train together, as
         # genlab.training.grouped.plan measured fastest (lanes and grouped chunks)
         cells = _train_row(
-            cfg, width, todo, x, {p: labels[p][0].to(device) for p in todo}, normalize, K
+            cfg, width, todo, x, {p: labels[p][0].to(device) for p in todo}, normalize, K, rt
         )
         for p, (model, history) in zip(todo, cells, strict=True):
-            test = evaluate(model, test_x, test_y, normalize, K)
+            test = evaluate(model, test_x, test_y, normalize, K, precision=rt.precision)
             last = history[-1]
             cell = {
                 "width": width,
@@ -157,7 +155,9 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
                 "time_to_fit": last["epoch"] if last["stopped"] else None,
                 "fitted": bool(last["stopped"]),
                 "train_fitted_acc": last["train_fitted_acc"],
-                "train_true_acc": evaluate(model, x, true_y, normalize, K)["acc"],
+                "train_true_acc": evaluate(
+                    model, x, true_y, normalize, K, precision=rt.precision
+                )["acc"],
                 "test_acc": test["acc"],
                 "test_loss": test["loss"],
                 "seconds": sum(r["seconds"] + r["eval_seconds"] for r in history),
@@ -206,24 +206,20 @@ def _train_row(
     fitted: dict[float, torch.Tensor],  # p -> (N,) labels
     normalize: Normalizer,
     K: int,
+    rt: Runtime,
 ) -> list[tuple[torch.nn.Module, list[dict[str, Any]]]]:
-    """Train the cells of one width, each from its own seed, until it fits or the budget runs out."""
+    """Train the cells of one width, each from its own seed, until it fits or the budget runs
+    out; they share one training tensor, so ``fit`` trains them together."""
     members = []
+    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed)
+    stop = lambda r: r["train_fitted_acc"] >= cfg.stop_at_train_acc  # noqa: E731
     for p in noise_levels:
-        torch.manual_seed(seed_from(cfg.seed, width, round(p * 10_000)))
-        model = make_model(cfg.model, width, cfg.kernel, K, x.shape[-1]).to(
-            x.device, memory_format=torch.channels_last
-        )
+        with seeding.init(seed_from(cfg.seed, width, round(p * 10_000))):
+            model = make_model(cfg.model, width, cfg.kernel, K, x.shape[-1])
+        model = model.to(x.device, memory_format=torch.channels_last)
         optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-        views = {"train_fitted": View(x, fitted[p])}
-        stop = lambda r: r["train_fitted_acc"] >= cfg.stop_at_train_acc  # noqa: E731
-        members.append(
-            Member(None, model, optimizer, x, fitted[p], normalize, views, cfg.seed, stop)
-        )
-    histories = fit_group(
-        members,
-        lambda params: make_optimizer(cfg.optimizer, params, cfg.lr),
-        K,
-        FitSpec(cfg.epochs, cfg.batch_size, cfg.seed),
-    )
+        train = View(x, fitted[p])
+        views = {"train_fitted": train}
+        members.append(Member(None, model, optimizer, train, views, normalize, K, spec, stop))
+    histories = fit(members, rt)
     return [(m.model, h) for m, h in zip(members, histories, strict=True)]

@@ -24,7 +24,6 @@ hours on one GPU. 2,000 CIFAR-10 images at width 16 take a few seconds per epoch
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +35,18 @@ from genlab.data.randomize import RANDOMIZATIONS, randomize_images
 from genlab.errors import GenlabError
 from genlab.models import count_params
 from genlab.runs import LABEL_NOISE, Run
-from genlab.seeding import stream
-from genlab.studies.common import Prepared, TrainConfig, prepare, record_dataset, summarize_views
-from genlab.training import FitSpec, View, fit, make_optimizer
-from genlab.training.engine import LogFn
-from genlab.training.grouped import Member, fit_group
+from genlab.seeding import fixed, stream
+from genlab.studies.common import (
+    Prepared,
+    SharedData,
+    TrainConfig,
+    on_device,
+    prepare,
+    record_dataset,
+    summarize_views,
+)
+from genlab.training import FitSpec, Member, View, fit
+from genlab.training.runtime import Runtime
 
 VIEWS = ("test", "train_true", "train_noisy", "train_clean")
 
@@ -108,7 +114,7 @@ GRID_PRESETS = ("under", "over")
 GRID_NOISE = (0.0, 0.5, 1.0)
 
 
-def grid(flags: dict[str, Any]) -> list[Config]:
+def report_grid(flags: dict[str, Any]) -> list[Config]:
     """The report's grid, p in GRID_NOISE x GRID_PRESETS: defaults < preset < ``flags`` < p."""
     if "label_noise" in flags:
         raise GenlabError("--grid sets --label-noise itself (0, 0.5, 1); drop --label-noise")
@@ -128,81 +134,25 @@ def fitted_acc(record: dict[str, Any], num_noisy: int, num_clean: int) -> float:
 
 @dataclass
 class _Setup:
-    """A run's data, labels, views and model, ready to train (alone or in a group)."""
+    """A member's data, labels and views, ready to train with the others."""
 
+    member: Member
     prep: Prepared
-    train: View  # the images and the labels the model is fitted to
-    views: dict[str, View]
-    stop: Callable[[dict[str, Any]], bool] | None
     noise: dict[str, Any]
     num_noisy: int
     num_clean: int
 
 
-def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> dict[str, Any]:
-    setup = _setup(cfg, run, log=log, quiet=quiet)
-    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed)
-    history = fit(
-        run,
-        setup.prep.model,
-        setup.prep.optimizer,
-        setup.train,
-        setup.views,
-        setup.prep.normalize,
-        setup.prep.splits.train.num_classes,
-        spec,
-        log=log,
-        stop=setup.stop,
-    )
-    return _finish(cfg, run, setup, history)
+def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
+    """Train every member (together where that pays: a grid's cohort), then summarize each."""
+    shared = SharedData()
+    setups = [_setup(cfg, run, rt, shared) for cfg, run in members]
+    fit([s.member for s in setups], rt)
+    return [_finish(cfg, run, s) for (cfg, run), s in zip(members, setups, strict=True)]
 
 
-def group_key(cfg: Config) -> tuple[Any, ...] | None:
-    """Runs with equal keys train together, as genlab.training.grouped.plan measured fastest
-    (lanes of threads, grouped models):
-    they differ only in label noise and seed, so they share images and architecture."""
-    if cfg.randomize != "labels" or cfg.model != "conv4" or cfg.compile:
-        return None
-    fields = to_dict(cfg)
-    for name in ("label_noise", "label_noise_mode", "corrupt_test", "seed", "stop_at_train_acc"):
-        fields.pop(name)
-    return tuple(sorted((k, str(v)) for k, v in fields.items()))
-
-
-def run_group(
-    cfgs: list[Config], runs: list[Run], *, log: LogFn = print, quiet: bool = False
-) -> list[dict[str, Any]]:
-    """``run`` for several configs with one ``group_key``, trained together."""
-    setups = [_setup(cfg, r, log=log, quiet=quiet) for cfg, r in zip(cfgs, runs, strict=True)]
-    first = cfgs[0]
-    members = [
-        Member(
-            r,
-            s.prep.model,
-            s.prep.optimizer,
-            s.train.images,
-            s.train.labels,
-            s.prep.normalize,
-            s.views,
-            cfg.seed,
-            s.stop,
-        )
-        for cfg, r, s in zip(cfgs, runs, setups, strict=True)
-    ]
-    histories = fit_group(
-        members,
-        lambda params: make_optimizer(
-            first.optimizer, params, first.lr, first.momentum, first.weight_decay
-        ),
-        setups[0].prep.splits.train.num_classes,
-        FitSpec(first.epochs, first.batch_size, first.seed),
-        log=log,
-    )
-    return [_finish(*args) for args in zip(cfgs, runs, setups, histories, strict=True)]
-
-
-def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
-    prep = prepare(cfg, quiet=quiet)
+def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
+    prep = prepare(cfg, rt, shared)
     K = prep.splits.train.num_classes
     test = prep.splits.test
     if cfg.test_subset is not None:
@@ -210,9 +160,7 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
             raise GenlabError(
                 f"--test-subset {cfg.test_subset}: the test split has only {len(test)} images"
             )
-        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[
-            : cfg.test_subset
-        ]
+        keep = torch.randperm(len(test), generator=fixed("test_subset"))[: cfg.test_subset]
         test = test.subset(keep.sort().values)
     train_x, test_x = randomize_images(
         prep.train.images,
@@ -248,18 +196,24 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
     }
     run.write_json(LABEL_NOISE, noise)
     num_noisy, num_clean = int(changed.sum()), int((~changed).sum())
-    log(
+    rt.log(
         f"label noise p={cfg.label_noise} ({cfg.label_noise_mode}): {num_noisy:,} of {len(true_y):,} "
         f"training labels changed ({noise['train']['fraction_changed']:.4f}); randomize={cfg.randomize}"
     )
 
-    dev = prep.device
-    x, fitted, on_device = train_x.to(dev), fitted_y.to(dev), changed.to(dev)
+    dev = rt.device
+    data = (cfg.dataset, cfg.data_dir, cfg.train_subset)
+    if cfg.randomize == "labels":  # the images are the dataset's: one copy for every member
+        x = on_device(shared, ("train", *data), prep.train, rt).images
+        test_x = on_device(shared, ("test", *data[:2], cfg.test_subset), test, rt).images
+    else:  # the images are this run's own draw
+        x, test_x = train_x.to(dev), test_x.to(dev)
+    fitted, on_dev = fitted_y.to(dev), changed.to(dev)
     views = {  # the three train views share x: one pass over it serves them all
-        "test": View(test_x.to(dev), test_y.to(dev)),
+        "test": View(test_x, test_y.to(dev)),
         "train_true": View(x, true_y.to(dev)),
-        "train_noisy": View(x, fitted, on_device),
-        "train_clean": View(x, fitted, ~on_device),
+        "train_noisy": View(x, fitted, on_dev),
+        "train_clean": View(x, fitted, ~on_dev),
     }
     record_dataset(
         run,
@@ -274,11 +228,16 @@ def _setup(cfg: Config, run: Run, *, log: LogFn, quiet: bool) -> _Setup:
     stop = (
         None if threshold is None else (lambda r: fitted_acc(r, num_noisy, num_clean) >= threshold)
     )
-    return _Setup(prep, View(x, fitted), views, stop, noise, num_noisy, num_clean)
+    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed)
+    member = Member(
+        run, prep.model, prep.optimizer, View(x, fitted), views, prep.normalize, K, spec, stop
+    )
+    return _Setup(member, prep, noise, num_noisy, num_clean)
 
 
-def _finish(cfg: Config, run: Run, setup: _Setup, history: list[dict[str, Any]]) -> dict[str, Any]:
+def _finish(cfg: Config, run: Run, setup: _Setup) -> dict[str, Any]:
     """summary.json from the history of a finished run."""
+    history = setup.member.history
     threshold = cfg.stop_at_train_acc
     fit_at = threshold if threshold is not None else 1.0
     fitted = [fitted_acc(r, setup.num_noisy, setup.num_clean) for r in history]

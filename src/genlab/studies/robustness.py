@@ -26,18 +26,27 @@ parameter count, then writes one comparison:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from genlab.config import option, with_overrides
+from genlab.data import ImageDataset
 from genlab.data.transforms import double_with_vflip, parse_views, vflip
 from genlab.errors import GenlabError
 from genlab.models import INVARIANCES, apply_invariance, count_params, matched_width
 from genlab.runs import INVARIANCE, Run
 from genlab.studies import views as view_suite
-from genlab.studies.common import TrainConfig, prepare, record_dataset, summarize_views, to_view
-from genlab.training import FitSpec, View, fit
-from genlab.training.engine import LogFn
+from genlab.studies.common import (
+    Prepared,
+    SharedData,
+    TrainConfig,
+    on_device,
+    prepare,
+    record_dataset,
+    summarize_views,
+)
+from genlab.training import FitSpec, Member, View, fit
+from genlab.training.runtime import Runtime
 
 AUGMENTS = ("none", "double", "random")
 VIEWS = ("test", "test_vflip")
@@ -80,30 +89,44 @@ PRESETS: dict[str, dict[str, Any]] = {
 RUN_ID_KEYS = ("dataset", "model", "width", "augment", "epochs", "seed")
 
 
-def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> dict[str, Any]:
-    prep = prepare(cfg, quiet=quiet)
+def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
+    """Train every member (together where that pays), then evaluate and summarize each."""
+    shared = SharedData()
+    setups = [_setup(cfg, run, rt, shared) for cfg, run in members]
+    fit([member for member, _ in setups], rt)
+    return [_finish(cfg, *setup, rt) for (cfg, _), setup in zip(members, setups, strict=True)]
+
+
+def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> tuple[Member, Prepared]:
+    prep = prepare(cfg, rt, shared)
     model = apply_invariance(prep.model, cfg.invariance)  # shares prep.optimizer's parameters
-    images, labels = prep.train.images, prep.train.labels
+    key = (cfg.dataset, cfg.data_dir, cfg.train_subset)
     if cfg.augment == "double":
-        images, labels = double_with_vflip(images, labels)
-    train = View(images.to(prep.device), labels.to(prep.device))
-    test = to_view(prep.splits.test, prep.device)
-    views = {"test": test, "test_vflip": View(vflip(test.images), test.labels)}
-    record_dataset(run, prep, num_train_seen_per_epoch=len(labels))
-    spec = FitSpec(
-        cfg.epochs, cfg.batch_size, cfg.seed, "random" if cfg.augment == "random" else "none"
+        doubled = shared.get(("double", *key), lambda: _doubled(prep.train))
+        train = on_device(shared, ("double", *key), doubled, rt)
+    else:
+        train = on_device(shared, ("train", *key), prep.train, rt)
+    test = on_device(shared, ("test", *key[:2]), prep.splits.test, rt)
+    flipped = shared.get(("test_vflip", *key[:2], str(rt.device)), lambda: vflip(test.images))
+    views = {"test": test, "test_vflip": View(flipped, test.labels)}
+    record_dataset(run, prep, num_train_seen_per_epoch=len(train.labels))
+    augment = "random" if cfg.augment == "random" else "none"
+    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed, augment)
+    member = Member(
+        run, model, prep.optimizer, train, views, prep.normalize, prep.train.num_classes, spec
     )
-    history = fit(
-        run,
-        model,
-        prep.optimizer,
-        train,
-        views,
-        prep.normalize,
-        prep.splits.train.num_classes,
-        spec,
-        log=log,
-    )
+    return member, prep
+
+
+def _doubled(train: ImageDataset) -> ImageDataset:
+    images, labels = double_with_vflip(train.images, train.labels)
+    return replace(train, images=images, labels=labels)
+
+
+def _finish(cfg: Config, member: Member, prep: Prepared, rt: Runtime) -> dict[str, Any]:
+    """summary.json, views.json and invariance.json of a trained member."""
+    run, model, history = member.run, member.model, member.history
+    assert run is not None
     summary = {
         "params": count_params(model),
         **summarize_views(history, list(VIEWS), prep.splits.train.classes),
@@ -111,7 +134,9 @@ def run(cfg: Config, run: Run, *, log: LogFn = print, quiet: bool = False) -> di
     summary["flip_gap"] = summary["final_acc"]["test"] - summary["final_acc"]["test_vflip"]
     names = parse_views(cfg.views)
     if names:
-        results = view_suite.evaluate_on_views(model, prep.splits.test, prep.normalize, names)
+        results = view_suite.evaluate_on_views(
+            model, prep.splits.test, prep.normalize, names, rt.precision
+        )
         view_suite.record(run, results, history[-1]["epoch"])
         summary["views_acc"] = {name: r["acc"] for name, r in results.items()}
     run.write_json(
@@ -128,14 +153,9 @@ COMPARE = (  # (name, overrides): one budget and seed, the width from the flags
     ("vflip", {"model": "conv4-vflip", "augment": "none"}),
     ("vflip-matched", {"model": "conv4-vflip", "augment": "none"}),
 )
-GRID_ALIASES = ("--compare",)  # ``genlab run robustness --compare`` runs ``grid``
-GRID_HELP = (
-    "--compare: train the baseline, double, random, and conv4-vflip at the same and at the "
-    "parameter-matched width under one parent folder, then write one comparison"
-)
 
 
-def grid(flags: dict[str, Any]) -> list[Config]:
+def compare(flags: dict[str, Any]) -> list[Config]:
     """``--compare``: baseline, double, random, conv4-vflip at the same width and at the width
     whose parameter count is closest to Conv-4's (counted for 10 classes and 3 channels)."""
     for key in ("model", "augment", "invariance"):

@@ -29,6 +29,7 @@ from genlab.fileio import read_json
 from genlab.models import apply_invariance, make_model
 from genlab.models.invariance import layer_invariance
 from genlab.runs import CONFIG, DATASET, INVARIANCE, VIEW_RESULTS, Run
+from genlab.seeding import fixed
 from genlab.training import Normalizer, evaluate, resolve_device
 from genlab.training.engine import LogFn
 
@@ -51,22 +52,25 @@ def evaluate_on_views(
     test: ImageDataset,
     normalize: Normalizer,
     names: tuple[str, ...],
+    precision: str = "fp32",
 ) -> dict[str, dict[str, Any]]:
     """{view: {"acc", "loss", "per_class_acc": {class: acc}}} on each view of ``test``."""
     out = {}
     for name in names:
-        m = evaluate(model, view(name, test.images), test.labels, normalize, test.num_classes)
+        x = view(name, test.images)
+        m = evaluate(model, x, test.labels, normalize, test.num_classes, precision=precision)
         per_class = dict(zip(test.classes, m["per_class_acc"], strict=True))  # type: ignore[arg-type]
         out[name] = {"acc": m["acc"], "loss": m["loss"], "per_class_acc": per_class}
     return out
 
 
 def measure_invariance(
-    model: nn.Module, test: ImageDataset, normalize: Normalizer, seed: int = 0
+    model: nn.Module, test: ImageDataset, normalize: Normalizer
 ) -> dict[str, Any]:
-    """Per-layer equivariance and invariance under ``INVARIANCE_VIEW`` on a fixed test subset."""
+    """Per-layer equivariance and invariance under ``INVARIANCE_VIEW`` on a test subset that is
+    the same for every run (``seeding.fixed``)."""
     n = min(INVARIANCE_IMAGES, len(test))
-    index = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort()
+    index = torch.randperm(len(test), generator=fixed("invariance_probe"))[:n].sort()
     x = normalize(test.images[index.values].to(normalize.scale.device)).contiguous()
     return {
         "view": INVARIANCE_VIEW,

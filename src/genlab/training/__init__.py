@@ -12,13 +12,16 @@ from genlab.training.engine import (
     make_optimizer,
     train_epoch,
 )
-from genlab.training.loop import FitSpec, fit
+from genlab.training.loop import FitSpec, Member, fit
+from genlab.training.runtime import Runtime
 
 __all__ = [
     "OPTIMIZERS",
     "FitSpec",
+    "Member",
     "NonFiniteLoss",
     "Normalizer",
+    "Runtime",
     "View",
     "configure_threads",
     "epoch_generator",

@@ -86,14 +86,12 @@ def fit_optimizer_to_device(optimizer: torch.optim.Optimizer) -> None:
 @dataclass(frozen=True)
 class Normalizer:
     """uint8 (N, H, W, C) -> float (N, C, H, W) channels_last, (x/255 - mean) / std per channel,
-    in the dtype of ``scale`` (float32; float64 in tests that need exact arithmetic)."""
+    in the dtype of ``scale`` (float32; float64 in tests that need exact arithmetic). It holds
+    only what it computes with: the arithmetic of the model it feeds is the runtime's."""
 
     scale: torch.Tensor  # (1, C, 1, 1): 1 / (255 std)
     shift: torch.Tensor  # (1, C, 1, 1): -mean / std
     channels_last: bool = True  # False: contiguous NCHW (only for benchmarks/ to compare)
-    # of the model that consumes the batches: "fp32" or "bf16" autocast (resolved: from_stats
-    # turns "auto" into bf16 on CUDA, fp32 on the CPU)
-    precision: str = "fp32"
 
     @classmethod
     def from_stats(
@@ -103,17 +101,11 @@ class Normalizer:
         device: torch.device,
         channels_last: bool = True,
         dtype: torch.dtype = torch.float32,
-        precision: str = "auto",
     ) -> Normalizer:
         m = torch.tensor(mean, dtype=torch.float64)
         s = torch.tensor(std, dtype=torch.float64)
         as4d = lambda t: t.to(dtype).view(1, -1, 1, 1).to(device)  # noqa: E731
-        return cls(
-            as4d(1.0 / (255.0 * s)),
-            as4d(-m / s),
-            channels_last,
-            resolve_precision(precision, device),
-        )
+        return cls(as4d(1.0 / (255.0 * s)), as4d(-m / s), channels_last)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).to(self.scale.dtype).mul_(self.scale).add_(self.shift)
@@ -128,12 +120,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast(normalize: Normalizer):
-    """The autocast context for a model fed by ``normalize``. Its cache of cast weights is off:
-    Conv-4 uses each weight once per step, and a CUDA graph must not capture the cache."""
-    if normalize.precision == "bf16":
-        device_type = normalize.scale.device.type
-        return torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False)
+def autocast(precision: str, device: torch.device):
+    """The autocast context for a resolved ``precision`` ("fp32" or "bf16") on ``device``. Its
+    cache of cast weights is off: Conv-4 uses each weight once per step, and a CUDA graph must
+    not capture the cache."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
     return nullcontext()
 
 
@@ -214,6 +206,7 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     augment: str = "none",
+    precision: str = "fp32",
     stop: threading.Event | None = None,
 ) -> dict[str, float]:
     """One pass over the data in a seeded order; returns mean train loss and accuracy. A set
@@ -235,7 +228,7 @@ def train_epoch(
         x, y = images[index], labels[index]
         if augment == "random":
             x = random_vflip(x, generator)
-        with autocast(normalize):
+        with autocast(precision, device):
             logits = model(normalize(x))
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
@@ -258,9 +251,12 @@ def evaluate(
     normalize: Normalizer,
     num_classes: int,
     batch_size: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, object]:
     """Loss, accuracy and per-class accuracy of ``model`` in eval mode."""
-    return evaluate_targets(model, images, [(labels, None)], normalize, num_classes, batch_size)[0]
+    return evaluate_targets(
+        model, images, [(labels, None)], normalize, num_classes, batch_size, precision
+    )[0]
 
 
 @torch.inference_mode()
@@ -271,6 +267,7 @@ def evaluate_targets(
     normalize: Normalizer,
     num_classes: int,
     batch_size: int | None = None,
+    precision: str = "fp32",
 ) -> list[dict[str, object]]:
     """``evaluate`` for several label sets (each on all rows, or on the rows its mask keeps) of
     the same images, from one forward pass over them."""
@@ -287,7 +284,7 @@ def evaluate_targets(
     ]
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device, non_blocking=True)
-        with autocast(normalize):
+        with autocast(precision, device):
             logits = model(normalize(x)).float()
         predicted = logits.argmax(1)
         for (labels, mask), (total_loss, hits) in zip(targets, sums, strict=True):
@@ -322,7 +319,11 @@ class View:
 
 
 def evaluate_views(
-    model: nn.Module, views: Mapping[str, View], normalize: Normalizer, num_classes: int
+    model: nn.Module,
+    views: Mapping[str, View],
+    normalize: Normalizer,
+    num_classes: int,
+    precision: str = "fp32",
 ) -> dict[str, dict[str, object]]:
     shared: dict[int, list[str]] = {}
     for name, view in views.items():
@@ -330,7 +331,9 @@ def evaluate_views(
     out = {}
     for names in shared.values():
         targets = [(views[n].labels, views[n].mask) for n in names]
-        found = evaluate_targets(model, views[names[0]].images, targets, normalize, num_classes)
+        found = evaluate_targets(
+            model, views[names[0]].images, targets, normalize, num_classes, precision=precision
+        )
         out.update(zip(names, found, strict=True))
     return {name: out[name] for name in views}
 

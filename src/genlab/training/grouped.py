@@ -1,49 +1,41 @@
-"""Train K small models together: a seed sweep, a noise sweep or a grid cell row.
+"""How K members share the machine: grouped models and lanes (used by ``genlab.training.fit``).
 
-Each member keeps its own run folder, initialization, labels, data order (its seed's
-``epoch_generator``) and optimizer state, and is saved every epoch exactly as ``fit`` saves a
-single run (same checkpoint, same metrics records), so a member can be resumed alone and its
-results equal training it alone up to float summation order. Members that are at the same epoch
-train as ``plan`` says was measured to be fastest on the device: on CUDA as one
-``GroupedConv4``; on the CPU in lanes, threads side by side that each train some members (small
-ones as grouped chunks) with their share of the intra-op threads. A member that stops early (or
-is behind after a resume) simply leaves (or joins) the cohort, whose chunks are rebuilt from the
-members' plain states.
+Members that are at the same epoch (a cohort) train as ``plan`` says was measured to be fastest
+on the device: on CUDA as one ``GroupedConv4``; on the CPU in lanes, threads side by side that
+each train some members (small ones as grouped chunks) with their share of the intra-op threads.
+A chunk of one member trains through ``train_epoch``, exactly as a run alone does; a grouped
+chunk holds the members' weights and optimizer state, computes what each would compute alone up
+to float summation order, and is copied back into the members' plain objects every epoch.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from functools import cache, partial
-from typing import TypeVar
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn.functional as F
 
 from genlab.models.conv4 import Conv4
 from genlab.models.grouped import GroupedConv4
-from genlab.runs import TENSORBOARD, Run
 from genlab.training.engine import (
-    LogFn,
     Normalizer,
     Stopped,
-    Timer,
-    View,
     autocast,
-    check_finite,
     cuda_graphs_enabled,
     epoch_generator,
-    evaluate_views,
     fit_optimizer_to_device,
-    flatten_metrics,
+    is_compiled,
     run_steps,
     train_epoch,
 )
-from genlab.training.loop import FitSpec, Record, checkpoint_state, epoch_line, resume
-from genlab.training.progress import EpochProgress
+
+if TYPE_CHECKING:
+    from genlab.training.loop import Member
 
 OptimizerFactory = Callable[[object], torch.optim.Optimizer]
 T = TypeVar("T")
@@ -126,32 +118,44 @@ def in_lanes(jobs: Sequence[Callable[[threading.Event], T]], lanes: int) -> list
     return [f.result() for f in futures]
 
 
+def like(optimizer: torch.optim.Optimizer) -> OptimizerFactory:
+    """A factory of optimizers of ``optimizer``'s kind and hyper-parameters over new parameters
+    (a grouped chunk's)."""
+
+    def make(params: object) -> torch.optim.Optimizer:
+        new = type(optimizer)(params, **optimizer.defaults)  # type: ignore[call-arg]
+        fit_optimizer_to_device(new)
+        return new
+
+    return make
+
+
+def together_key(member: Member) -> tuple | None:
+    """Members with equal keys can share a cohort (one grouped model or one set of lanes):
+    plain Conv-4 models of one architecture, images of one shape, one batch size, one kind of
+    optimizer with the same hyper-parameters, no per-batch augmentation; None: trains alone."""
+    model, opt = member.model, member.optimizer
+    if type(model) is not Conv4 or is_compiled(model) or member.spec.augment != "none":
+        return None
+    hyper = tuple(sorted((k, repr(v)) for k, v in opt.defaults.items() if k != "capturable"))
+    return (
+        model.width,
+        model.kernel,
+        tuple(member.train.images.shape),
+        str(member.train.images.device),
+        member.normalize.scale.dtype,
+        member.spec.batch_size,
+        member.num_classes,
+        type(opt),
+        hyper,
+    )
+
+
 @cache
 def lanes_work() -> bool:
     """Whether a thread can have its own intra-op thread count: with OpenMP (PyTorch's usual CPU
     backend) each thread has its own; with the native thread pool all threads share one."""
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()
-
-
-@dataclass
-class Member:
-    """One run trained inside a group."""
-
-    run: Run | None  # None: nothing is written (the caller records the result)
-    model: Conv4  # its plain weights between epochs (on the device, channels_last)
-    optimizer: torch.optim.Optimizer  # over ``model``'s parameters
-    images: torch.Tensor  # (N, H, W, C) uint8 on the device; members may share one tensor
-    labels: torch.Tensor  # (N,) int64 on the device: the labels it is fitted to
-    normalize: Normalizer
-    views: Mapping[str, View]
-    seed: int
-    stop: Callable[[Record], bool] | None = None
-    epoch: int = 0
-    history: list[Record] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return bool(self.history and self.history[-1].get("stopped"))
 
 
 def group(
@@ -210,6 +214,7 @@ def train_epoch_grouped(
     *,
     batch_size: int,
     generators: Sequence[torch.Generator],
+    precision: str = "fp32",
     stop: threading.Event | None = None,
 ) -> list[dict[str, float]]:
     """One epoch for every member, each in its own seeded order (as ``train_epoch`` draws it);
@@ -230,7 +235,7 @@ def train_epoch_grouped(
         x = images[index] if images.ndim == 4 else images[members, index]  # (K, B, H, W, C)
         x = x.permute(1, 2, 3, 0, 4).reshape(b, x.shape[2], x.shape[3], -1)  # (B, H, W, K*C)
         y = labels.gather(1, index)  # (K, B)
-        with autocast(normalize):  # as train_epoch
+        with autocast(precision, device):  # as train_epoch
             logits = model(normalize(x))  # (B, K, classes)
             losses = F.cross_entropy(logits.transpose(1, 2), y.T, reduction="none").mean(0)  # (K,)
         optimizer.zero_grad(set_to_none=True)
@@ -247,111 +252,40 @@ def train_epoch_grouped(
     ]
 
 
-def fit_group(
-    members: Sequence[Member],
-    make_optimizer: OptimizerFactory,
-    num_classes: int,
-    spec: FitSpec,  # epochs and batch size; each member's seed is its own
-    *,
-    log: LogFn = print,
-    how: Plan | None = None,
-) -> list[list[Record]]:
-    """Train every member to ``spec.epochs`` (or its stop). The members at the same epoch (a
-    cohort) train as ``how`` says (None: ``plan``, the fastest measured), and are evaluated in
-    the same lanes; their files are written here, in member order. Models other than plain
-    Conv-4 train member by member."""
-    if spec.augment != "none":
-        raise ValueError("grouped training takes no augmentation")
-    device = members[0].labels.device
-    progress = {}
-    for m in members:
-        if m.run is not None:
-            m.epoch, m.history = resume(m.run, m.model, m.optimizer, log)
-            board = m.run.file(TENSORBOARD) if m.run.tensorboard else None
-            progress[id(m)] = EpochProgress(
-                m.run.path.name, spec.epochs, m.epoch, log, bar=False, tensorboard=board
-            )
-    cohort_key: tuple[tuple[int, ...], Plan] | None = None
-    groups: list[_Chunk] = []
-    while active := [m for m in members if not m.done and m.epoch < spec.epochs]:
-        epoch = min(m.epoch for m in active) + 1
-        cohort = [m for m in active if m.epoch == epoch - 1]
-        plain = any(type(m.model) is not Conv4 for m in cohort)
-        now = Plan() if plain else how or plan(cohort[0].model, device, len(cohort))
-        if device.type != "cpu":  # one stream: graphs are captured from one thread
-            now = replace(now, lanes=1)
-        if (tuple(map(id, cohort)), now) != cohort_key:  # first pass, one stopped or caught up
-            cohort_key = (tuple(map(id, cohort)), now)
-            groups = [
-                _Chunk(cohort[i : i + now.chunk], make_optimizer)
-                for i in range(0, len(cohort), now.chunk)
-            ]
-        with Timer(device) as t_train:
-            trained = in_lanes(
-                [partial(c.train_epoch, epoch, spec.batch_size) for c in groups], now.lanes
-            )
-        results = [r for chunk in trained for r in chunk]
-        sizes = {id(m): len(c.members) for c in groups for m in c.members}
-        with Timer(device) as t_eval:
-            evaluations = in_lanes([partial(_evaluate, m, num_classes) for m in cohort], now.lanes)
-        for m, train_metrics, view_metrics in zip(cohort, results, evaluations, strict=True):
-            check_finite(epoch, {"train_loss": train_metrics["loss"]})
-            record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
-            record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
-            record["seconds"] = t_train.seconds / len(cohort)  # its share of the cohort's epoch
-            record["eval_seconds"] = t_eval.seconds / len(cohort)
-            # how it trained: float summation orders (so the last digits) depend on these
-            record["group_size"], record["lanes"] = sizes[id(m)], now.lanes
-            if m.run is not None:
-                m.run.append_metrics(record)
-                m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, epoch))
-                progress[id(m)].update(
-                    record, f"[{m.run.path.name}] " + epoch_line(record, spec.epochs, m.views)
-                )
-            m.history.append(record)
-            m.epoch = epoch
-    for p in progress.values():
-        p.close()
-    return [m.history for m in members]
-
-
-def _evaluate(member: Member, num_classes: int, _stop: threading.Event) -> dict:
-    return evaluate_views(member.model, member.views, member.normalize, num_classes)
-
-
-class _Chunk:
+class Chunk:
     """Consecutive members of a cohort that train as one: alone through ``train_epoch``, or
     several as one ``GroupedConv4``, built once and copied back into the members every epoch."""
 
-    def __init__(self, members: Sequence[Member], make_optimizer: OptimizerFactory):
+    def __init__(self, members: Sequence[Member]):
         self.members = list(members)
         if len(members) == 1:
             return
-        self.model, self.optimizer = group(members, make_optimizer)
-        shared = all(m.images is members[0].images for m in members)
-        self.images = members[0].images if shared else torch.stack([m.images for m in members])
-        self.labels = torch.stack([m.labels for m in members])
+        self.model, self.optimizer = group(members, like(members[0].optimizer))
+        images = [m.train.images for m in members]
+        shared = all(x is images[0] for x in images)
+        self.images = images[0] if shared else torch.stack(images)
+        self.labels = torch.stack([m.train.labels for m in members])
         self.normalize = Normalizer(
             torch.cat([m.normalize.scale for m in members], 1),
             torch.cat([m.normalize.shift for m in members], 1),
-            precision=members[0].normalize.precision,
         )
 
-    def train_epoch(
-        self, epoch: int, batch_size: int, stop: threading.Event
-    ) -> list[dict[str, float]]:
-        generators = [epoch_generator(m.seed, epoch) for m in self.members]
+    def train_epoch(self, epoch: int, precision: str, stop: threading.Event) -> list[dict[str, float]]:
+        generators = [epoch_generator(m.spec.seed, epoch) for m in self.members]
+        batch_size = self.members[0].spec.batch_size  # one for all: see together_key
         if len(self.members) == 1:
             m = self.members[0]
             return [
                 train_epoch(
                     m.model,
                     m.optimizer,
-                    m.images,
-                    m.labels,
+                    m.train.images,
+                    m.train.labels,
                     m.normalize,
                     batch_size=batch_size,
                     generator=generators[0],
+                    augment=m.spec.augment,
+                    precision=precision,
                     stop=stop,
                 )
             ]
@@ -363,6 +297,7 @@ class _Chunk:
             self.normalize,
             batch_size=batch_size,
             generators=generators,
+            precision=precision,
             stop=stop,
         )
         ungroup(self.model, self.optimizer, self.members)

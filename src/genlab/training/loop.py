@@ -1,4 +1,10 @@
-"""``fit``: epochs of training and evaluation, written to a run folder, resumable after a kill.
+"""``fit``: the one training loop, for one member or many, written to run folders, resumable.
+
+A member is one run: its model, optimizer, training data, evaluation views, normalization and
+schedule. A single run is a list of one member; a seed sweep, a noise grid or a map row are
+longer lists. Members that can share a cohort (``together_key``) train side by side as
+``genlab.training.grouped.plan`` measured fastest; the others, and cohorts the plan would train
+one by one anyway, train one member after another.
 
 Per epoch, in this order: train, evaluate every view, append the metrics record, save the
 checkpoint. A kill between the last two leaves a record the checkpoint does not cover; resuming
@@ -8,8 +14,10 @@ would (the data order of an epoch depends only on the seed and the epoch number)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -21,13 +29,13 @@ from genlab.training.engine import (
     Timer,
     View,
     check_finite,
-    epoch_generator,
     evaluate_views,
     fit_optimizer_to_device,
     flatten_metrics,
-    train_epoch,
 )
+from genlab.training.grouped import Chunk, Plan, in_lanes, plan, together_key
 from genlab.training.progress import EpochProgress
+from genlab.training.runtime import Runtime
 
 Record = dict[str, object]
 
@@ -36,59 +44,127 @@ Record = dict[str, object]
 class FitSpec:
     epochs: int
     batch_size: int
-    seed: int
+    seed: int  # the data order (and random flips) of epoch e come from (seed, e)
     augment: str = "none"  # "none" or "random"; "double" is a change of the data, not the loop
 
 
-def fit(
-    run: Run,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train: View,
-    views: Mapping[str, View],
-    normalize: Normalizer,
-    num_classes: int,
-    spec: FitSpec,
-    *,
-    log: LogFn = print,
-    stop: Callable[[Record], bool] | None = None,
-) -> list[Record]:
-    """Train ``model`` for ``spec.epochs`` (or until ``stop(record)``), resuming from ``run``."""
-    if train.mask is not None:
-        raise ValueError("the training view takes every row: pass the kept rows, not a mask")
-    device = normalize.scale.device
-    start, history = resume(run, model, optimizer, log)
-    if history and history[-1].get("stopped"):
-        return history
-    tensorboard = run.file(TENSORBOARD) if run.tensorboard else None
-    progress = EpochProgress(run.path.name, spec.epochs, start, log, tensorboard=tensorboard)
-    for epoch in range(start + 1, spec.epochs + 1):
-        with Timer(device) as t_train:
-            train_metrics = train_epoch(
-                model,
-                optimizer,
-                train.images,
-                train.labels,
-                normalize,
-                batch_size=spec.batch_size,
-                generator=epoch_generator(spec.seed, epoch),
-                augment=spec.augment,
+@dataclass
+class Member:
+    """One run to train. Members may share tensors (one dataset on the device for all)."""
+
+    run: Run | None  # None: nothing is written (the caller records the result)
+    model: nn.Module  # on the device, channels_last
+    optimizer: torch.optim.Optimizer  # over ``model``'s parameters
+    train: View  # the images and the labels it is fitted to (no mask)
+    views: Mapping[str, View]  # evaluated after every epoch
+    normalize: Normalizer
+    num_classes: int
+    spec: FitSpec
+    stop: Callable[[Record], bool] | None = None  # True: stop after this epoch's record
+    epoch: int = 0
+    history: list[Record] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.history and self.history[-1].get("stopped")) or (
+            self.epoch >= self.spec.epochs
+        )
+
+
+def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> list[list[Record]]:
+    """Train every member to its ``spec.epochs`` (or its ``stop``), resuming each from its run
+    folder; returns each member's records. ``how`` fixes the plan (tests, benchmarks); None takes
+    ``plan``'s, the fastest measured."""
+    for m in members:
+        if m.train.mask is not None:
+            raise ValueError("the training view takes every row: pass the kept rows, not a mask")
+    alone = len(members) == 1
+    progress: dict[int, EpochProgress] = {}
+    for m in members:
+        if m.run is not None:
+            m.epoch, m.history = resume(m.run, m.model, m.optimizer, rt.log)
+            board = m.run.file(TENSORBOARD) if rt.tensorboard else None
+            progress[id(m)] = EpochProgress(
+                m.run.path.name,
+                m.spec.epochs,
+                m.epoch,
+                rt.log,
+                bar=None if alone else False,
+                tensorboard=board,
             )
-        check_finite(epoch, {"train_loss": train_metrics["loss"]})
-        with Timer(device) as t_eval:
-            view_metrics = evaluate_views(model, views, normalize, num_classes)
-        record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
-        record["stopped"] = bool(stop(record)) if stop is not None else False
-        record["seconds"] = t_train.seconds
-        record["eval_seconds"] = t_eval.seconds
-        run.append_metrics(record)
-        run.save_checkpoint(checkpoint_state(model, optimizer, epoch))
-        history.append(record)
-        progress.update(record, epoch_line(record, spec.epochs, views))
-        if record["stopped"]:
-            break
-    progress.close()  # (after an exception tqdm closes the bar when it is collected)
-    return history
+    try:
+        for together in _partition(members):
+            first = how or plan(together[0].model, rt.device, len(together))
+            # a plan of one chunk in one lane trains one after another: each member to its end
+            runs = [together] if first != Plan() else [[m] for m in together]
+            for cohort in runs:
+                _train(cohort, rt, how, progress, prefix=not alone)
+    finally:
+        for p in progress.values():
+            p.close()
+    return [m.history for m in members]
+
+
+def _partition(members: Sequence[Member]) -> list[list[Member]]:
+    """Members that can share a cohort, in order of first appearance; the others alone."""
+    groups: dict[object, list[Member]] = {}
+    for m in members:
+        key = together_key(m)
+        groups.setdefault(id(m) if key is None else key, []).append(m)
+    return list(groups.values())
+
+
+def _train(
+    members: list[Member],
+    rt: Runtime,
+    how: Plan | None,
+    progress: Mapping[int, EpochProgress],
+    *,
+    prefix: bool,
+) -> None:
+    """The epochs of members that can share a cohort: each epoch the members at the lowest
+    epoch train and are evaluated as the plan says; their files are written here, in order."""
+    cohort_key: tuple[tuple[int, ...], Plan] | None = None
+    chunks: list[Chunk] = []
+    while active := [m for m in members if not m.done]:
+        epoch = min(m.epoch for m in active) + 1
+        cohort = [m for m in active if m.epoch == epoch - 1]
+        plain = together_key(cohort[0]) is None
+        now = Plan() if plain else how or plan(cohort[0].model, rt.device, len(cohort))
+        if rt.device.type != "cpu":  # one stream: graphs are captured from one thread
+            now = replace(now, lanes=1)
+        if (tuple(map(id, cohort)), now) != cohort_key:  # first pass, one stopped or caught up
+            cohort_key = (tuple(map(id, cohort)), now)
+            chunks = [Chunk(cohort[i : i + now.chunk]) for i in range(0, len(cohort), now.chunk)]
+        with Timer(rt.device) as t_train:
+            trained = in_lanes(
+                [partial(c.train_epoch, epoch, rt.precision) for c in chunks], now.lanes
+            )
+        results = [r for chunk in trained for r in chunk]
+        sizes = {id(m): len(c.members) for c in chunks for m in c.members}
+        with Timer(rt.device) as t_eval:
+            evaluations = in_lanes([partial(_evaluate, m, rt.precision) for m in cohort], now.lanes)
+        for m, train_metrics, view_metrics in zip(cohort, results, evaluations, strict=True):
+            check_finite(epoch, {"train_loss": train_metrics["loss"]})
+            record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
+            record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
+            record["seconds"] = t_train.seconds / len(cohort)  # its share of the cohort's epoch
+            record["eval_seconds"] = t_eval.seconds / len(cohort)
+            # how it trained: float summation orders (so the last digits) depend on these
+            record["group_size"], record["lanes"] = sizes[id(m)], now.lanes
+            if m.run is not None:
+                m.run.append_metrics(record)
+                m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, epoch))
+                line = epoch_line(record, m.spec.epochs, m.views)
+                progress[id(m)].update(record, f"[{m.run.path.name}] {line}" if prefix else line)
+            m.history.append(record)
+            m.epoch = epoch
+
+
+def _evaluate(member: Member, precision: str, _stop: threading.Event) -> dict:
+    return evaluate_views(
+        member.model, member.views, member.normalize, member.num_classes, precision
+    )
 
 
 def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> dict:
