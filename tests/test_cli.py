@@ -60,12 +60,12 @@ def test_run_robustness_end_to_end(tmp_path, capsys):
 
 
 def test_preset_then_flags(tmp_path, capsys):
-    from genlab.studies import robustness
+    from genlab.studies import STUDIES
 
     args = cli.build_parser().parse_args(
         ["run", "robustness", "--preset", "report", "--epochs", "3"]
     )
-    cfg = cli.resolve_config(robustness, args)
+    cfg = cli.resolve_config(STUDIES["robustness"], args)
     assert (cfg.dataset, cfg.width, cfg.lr, cfg.batch_size, cfg.epochs) == (
         "cifar10",
         64,
@@ -90,7 +90,7 @@ def test_preset_then_flags(tmp_path, capsys):
         (["--kernel", "4"], "--kernel 4: must be odd"),
         (["--width", "0"], "--width 0: must be an integer >= 1"),
         (["--epochs", "0"], "--epochs 0: must be >= 1"),
-        (["--lr", "-1"], "--lr -1.0: must be > 0"),
+        (["--lr", "-1"], "--lr -1.0: must be a finite number > 0"),
         (["--preset", "nope"], "--preset 'nope': no such preset (valid: report)"),
         (["--train-subset", "100000"], "--train-subset 100000: must be between 1 and 256"),
         (["--precision", "fp16"], "--precision"),

@@ -9,20 +9,32 @@ from pathlib import Path
 import pytest
 import torch
 
+from genlab import seeding
 from genlab.cli import main
 from genlab.data import make_synthetic
 from genlab.models import Conv4
 from genlab.runs import ENV
-from genlab.training import Normalizer, epoch_generator, evaluate, make_optimizer, train_epoch
-from genlab.training.engine import Timer
-from genlab.training.grouped import Member, Plan, fit_group
-from genlab.training.loop import FitSpec
+from genlab.training import (
+    FitSpec,
+    Member,
+    Normalizer,
+    Runtime,
+    View,
+    epoch_generator,
+    evaluate,
+    fit,
+    make_optimizer,
+    train_epoch,
+)
+from genlab.training.engine import Timer, resolve_precision
+from genlab.training.grouped import Plan
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 CUDA = torch.device("cuda")
+RT = Runtime(CUDA, "fp32", log=lambda _: None)  # float64 members: what is compared is exact
 
 
 def _data():
@@ -32,27 +44,33 @@ def _data():
 
 def test_training_on_cuda_runs_bf16_on_uint8_resident_data_and_learns():
     data, norm = _data()
-    assert norm.precision == "bf16"  # auto on CUDA
+    precision = resolve_precision("auto", CUDA)
+    assert precision == "bf16"  # auto on CUDA
     x, y = data.train.images.to(CUDA), data.train.labels.to(CUDA)
-    torch.manual_seed(0)
-    model = Conv4(8, num_classes=4).to(CUDA, memory_format=torch.channels_last)
+    with seeding.init(0):
+        model = Conv4(8, num_classes=4).to(CUDA, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     losses = [
-        train_epoch(model, opt, x, y, norm, batch_size=64, generator=epoch_generator(0, e))["loss"]
+        train_epoch(
+            model, opt, x, y, norm, batch_size=64, generator=epoch_generator(0, e),
+            precision=precision,
+        )["loss"]
         for e in range(1, 9)
-    ]
+    ]  # fmt: skip
     assert x.dtype == torch.uint8 and x.device.type == "cuda"
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, fp32 weights
     assert losses[-1] < 0.7 * losses[0]
-    test = evaluate(model, data.test.images.to(CUDA), data.test.labels.to(CUDA), norm, 4)
+    test = evaluate(
+        model, data.test.images.to(CUDA), data.test.labels.to(CUDA), norm, 4, precision=precision
+    )
     assert test["acc"] > 0.5
 
 
 @pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-3), ("bf16", 3e-2)])
 def test_cuda_evaluation_agrees_with_the_cpu(precision, tolerance):
     data, _ = _data()
-    torch.manual_seed(0)
-    model = Conv4(8, num_classes=4).to(memory_format=torch.channels_last).eval()
+    with seeding.init(0):
+        model = Conv4(8, num_classes=4).to(memory_format=torch.channels_last).eval()
     cpu = evaluate(
         model,
         data.test.images,
@@ -60,19 +78,21 @@ def test_cuda_evaluation_agrees_with_the_cpu(precision, tolerance):
         Normalizer.from_stats([0.5] * 3, [0.25] * 3, torch.device("cpu")),
         4,
     )
-    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, CUDA, precision=precision)
-    gpu = evaluate(model.to(CUDA), data.test.images, data.test.labels, norm, 4)
+    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, CUDA)
+    gpu = evaluate(model.to(CUDA), data.test.images, data.test.labels, norm, 4, precision=precision)
     assert gpu["loss"] == pytest.approx(cpu["loss"], rel=tolerance)
     assert abs(gpu["acc"] - cpu["acc"]) <= 3 / 256
 
 
 def _members(x, labels, norm, optimizer="sgd", dtype=torch.float64):
+    """One member per label set, member k seeded k (initialization and data order)."""
     out = []
     for k in range(len(labels)):
-        torch.manual_seed(k)
-        model = Conv4(4, num_classes=4).to(CUDA, dtype, memory_format=torch.channels_last)
+        with seeding.init(k):
+            model = Conv4(4, num_classes=4).to(CUDA, dtype, memory_format=torch.channels_last)
         opt = make_optimizer(optimizer, model.parameters(), 0.05 if optimizer == "sgd" else 1e-3)
-        out.append(Member(None, model, opt, x, labels[k], norm, {}, seed=k))
+        spec = FitSpec(2, 64, k)
+        out.append(Member(None, model, opt, View(x, labels[k]), {}, norm, 4, spec))
     return out
 
 
@@ -80,7 +100,7 @@ def _float64_setup():
     """float64: TF32 (PyTorch's default for float32 convolutions on CUDA) rounds grouped and
     plain convolutions differently, enough to move weights by 7e-3 in 16 steps (measured)."""
     data, _ = _data()
-    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, CUDA, dtype=torch.float64, precision="fp32")
+    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, CUDA, dtype=torch.float64)
     x = data.train.images.to(CUDA)
     return x, [data.train.labels.roll(k).to(CUDA) for k in range(3)], norm
 
@@ -88,12 +108,12 @@ def _float64_setup():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_grouped_training_on_cuda_equals_one_by_one(optimizer):
     x, labels, norm = _float64_setup()
-    make = lambda p: make_optimizer(optimizer, p, 0.05 if optimizer == "sgd" else 1e-3)  # noqa: E731
     together = _members(x, labels, norm, optimizer)
-    fit_group(together, make, 4, FitSpec(2, 64, 0), log=lambda _: None, how=Plan(chunk=3))
-    for member in _members(x, labels, norm, optimizer):
-        fit_group([member], make, 4, FitSpec(2, 64, 0), log=lambda _: None)  # alone
-        grouped = together[member.seed].model.state_dict()
+    histories = fit(together, RT, how=Plan(chunk=3))
+    assert [r["group_size"] for h in histories for r in h] == [3] * 6
+    for grouped_member, member in zip(together, _members(x, labels, norm, optimizer), strict=True):
+        fit([member], RT)  # alone
+        grouped = grouped_member.model.state_dict()
         for name, tensor in member.model.state_dict().items():
             if optimizer == "adam" and name.endswith("bias") and tensor.ndim == 1:
                 continue  # conv biases before BatchNorm: see tests/test_grouped.py
@@ -112,16 +132,13 @@ class _CountingGraph(torch.cuda.CUDAGraph):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_cuda_graph_steps_equal_eager_steps(monkeypatch, grouped, optimizer):
     x, labels, norm = _float64_setup()
-    make = lambda p: make_optimizer(optimizer, p, 0.05 if optimizer == "sgd" else 1e-3)  # noqa: E731
     states, losses = {}, {}
     for graphs in ("0", "1"):
         monkeypatch.setenv("GENLAB_CUDA_GRAPHS", graphs)
         monkeypatch.setattr(torch.cuda, "CUDAGraph", _CountingGraph)
         _CountingGraph.replays = 0
         members = _members(x, labels if grouped else labels[:1], norm, optimizer)
-        histories = fit_group(
-            members, make, 4, FitSpec(2, 64, 0), log=lambda _: None, how=Plan(chunk=3)
-        )
+        histories = fit(members, RT, how=Plan(chunk=3))
         # 512 images: 8 batches an epoch, 3 eager, 5 replayed; grouped or not, one graph a pass
         assert _CountingGraph.replays == (10 if graphs == "1" else 0)
         states[graphs] = [m.model.state_dict() for m in members]
@@ -138,13 +155,16 @@ def test_bf16_training_with_cuda_graphs_matches_eager_closely(monkeypatch):
     results = {}
     for graphs in ("0", "1"):
         monkeypatch.setenv("GENLAB_CUDA_GRAPHS", graphs)
-        torch.manual_seed(0)
-        model = Conv4(8, num_classes=4).to(CUDA, memory_format=torch.channels_last)
+        with seeding.init(0):
+            model = Conv4(8, num_classes=4).to(CUDA, memory_format=torch.channels_last)
         opt = make_optimizer("adam", model.parameters(), 1e-3)
         results[graphs] = [
-            train_epoch(model, opt, x, y, norm, batch_size=64, generator=epoch_generator(0, e))
+            train_epoch(
+                model, opt, x, y, norm, batch_size=64, generator=epoch_generator(0, e),
+                precision="bf16",
+            )
             for e in (1, 2)
-        ]
+        ]  # fmt: skip
     for eager, graphed in zip(results["0"], results["1"], strict=True):
         assert graphed["loss"] == pytest.approx(eager["loss"], rel=1e-2)
 

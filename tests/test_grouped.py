@@ -1,4 +1,5 @@
-"""K models in one grouped pass give what training them one by one gives."""
+"""K members through the one ``fit`` (grouped chunks, lanes) give what training them one by one
+gives."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from genlab.data import make_synthetic
 from genlab.models import Conv4
 from genlab.models.grouped import GroupedConv4
 from genlab.runs import Run
-from genlab.training import FitSpec, Normalizer, View, fit, make_optimizer
+from genlab import seeding
+from genlab.training import FitSpec, Member, Normalizer, Runtime, View, fit, make_optimizer
 from genlab.training.engine import Stopped, epoch_generator, train_epoch
-from genlab.training.grouped import Member, Plan, fit_group, in_lanes, plan
+from genlab.training.grouped import Plan, in_lanes, plan
+
+RT = Runtime(torch.device("cpu"), "fp32", log=lambda _: None)
 
 SEEDS = (0, 1, 2)
 ALL_GROUPED = Plan(chunk=len(SEEDS))
@@ -24,8 +28,8 @@ ALL_GROUPED = Plan(chunk=len(SEEDS))
 def members_like_single_runs(seeds, width=2, num_classes=4, dtype=torch.float32):
     models = []
     for seed in seeds:
-        torch.manual_seed(seed)  # as studies.common.prepare seeds a single run
-        model = Conv4(width, 3, num_classes).to(dtype)
+        with seeding.init(seed):  # as studies.common.prepare seeds a single run
+            model = Conv4(width, 3, num_classes).to(dtype)
         models.append(model.to(memory_format=torch.channels_last))
     return models
 
@@ -82,32 +86,27 @@ def _train_alone(tmp_path, optimizer, epochs, dtype=torch.float32):
     images, labels, views, norm, models, opts, runs = _setup(tmp_path, optimizer, "alone", dtype)
     out = []
     for k, seed in enumerate(SEEDS):
-        history = fit(
-            runs[k],
-            models[k],
-            opts[k],
-            View(images, labels[k]),
-            views,
-            norm,
-            4,
+        one = Member(
+            runs[k], models[k], opts[k], View(images, labels[k]), views, norm, 4,
             FitSpec(epochs, 16, seed),
-            log=lambda _: None,
-        )
+        )  # fmt: skip
+        (history,) = fit([one], RT)
         out.append((models[k], history))
     return out
 
 
 def _train_together(tmp_path, optimizer, epochs, *, how, dtype=torch.float32, stops=None):
-    """The three members through fit_group: (models, runs, histories, norm, views)."""
+    """The three members through one fit: (models, runs, histories, norm, views)."""
     images, labels, views, norm, models, opts, runs = _setup(tmp_path, optimizer, "group", dtype)
     stops = stops or [None] * len(SEEDS)
     members = [
-        Member(runs[k], models[k], opts[k], images, labels[k], norm, views, seed, stops[k])
+        Member(
+            runs[k], models[k], opts[k], View(images, labels[k]), views, norm, 4,
+            FitSpec(epochs, 16, seed), stops[k],
+        )  # fmt: skip
         for k, seed in enumerate(SEEDS)
     ]
-    make = lambda p: make_optimizer(optimizer, p, 0.01)  # noqa: E731
-    spec = FitSpec(epochs, 16, 0)
-    histories = fit_group(members, make, 4, spec, log=lambda _: None, how=how)
+    histories = fit(members, RT, how=how)
     return models, runs, histories, norm, views
 
 
@@ -165,35 +164,31 @@ def test_grouped_adam_equals_training_one_by_one_where_the_gradient_is_not_zero(
 
 def test_a_group_resumes_members_at_different_epochs(tmp_path):
     images, labels, views, norm, models, opts, runs = _setup(tmp_path, "sgd", "g")
-    make = lambda p: make_optimizer("sgd", p, 0.01)  # noqa: E731
-    members = [
-        Member(runs[k], models[k], opts[k], images, labels[k], norm, views, s)
-        for k, s in enumerate(SEEDS)
-    ]
-    fit_group(members[:1], make, 4, FitSpec(2, 16, 0), log=lambda _: None, how=ALL_GROUPED)
+
+    def members(runs, models, opts, epochs):
+        return [
+            Member(
+                run, models[k], opts[k], View(images, labels[k]), views, norm, 4,
+                FitSpec(epochs, 16, s),
+            )  # fmt: skip
+            for k, (run, s) in enumerate(zip(runs, SEEDS, strict=True))
+        ]
+
+    fit(members(runs, models, opts, 2)[:1], RT, how=ALL_GROUPED)
     # a fresh process: new objects, the same run folders
     _, _, _, _, models2, opts2, _ = _setup(tmp_path / "unused", "sgd", "x")
-    resumed = [
-        Member(Run(runs[k].path, "resume"), models2[k], opts2[k], images, labels[k], norm, views, s)
-        for k, s in enumerate(SEEDS)
-    ]
-    histories = fit_group(resumed, make, 4, FitSpec(3, 16, 0), log=lambda _: None, how=ALL_GROUPED)
+    resumed = members([Run(r.path, "resume") for r in runs], models2, opts2, 3)
+    histories = fit(resumed, RT, how=ALL_GROUPED)
     assert [[r["epoch"] for r in h] for h in histories] == [[1, 2, 3]] * 3
 
     ref_images, ref_labels, ref_views, _, ref_models, ref_opts, ref_runs = _setup(
         tmp_path, "sgd", "ref"
     )
-    fit(
-        ref_runs[0],
-        ref_models[0],
-        ref_opts[0],
-        View(ref_images, ref_labels[0]),
-        ref_views,
-        norm,
-        4,
-        FitSpec(3, 16, SEEDS[0]),
-        log=lambda _: None,
-    )
+    ref = Member(
+        ref_runs[0], ref_models[0], ref_opts[0], View(ref_images, ref_labels[0]), ref_views,
+        norm, 4, FitSpec(3, 16, SEEDS[0]),
+    )  # fmt: skip
+    fit([ref], RT)
     for name, tensor in ref_models[0].state_dict().items():
         torch.testing.assert_close(models2[0].state_dict()[name], tensor, rtol=1e-4, atol=1e-5)
 
@@ -227,6 +222,7 @@ def test_members_in_lanes_equal_single_runs_on_one_thread_exactly(tmp_path, two_
             assert torch.equal(models[k].state_dict()[name], tensor), name
         for mine, ref in zip(histories[k], history, strict=True):
             assert mine.pop("group_size") == 1 and mine.pop("lanes") == 2
+            assert ref.pop("group_size") == 1 and ref.pop("lanes") == 1
             assert {n: v for n, v in mine.items() if "seconds" not in n} == {
                 n: v for n, v in ref.items() if "seconds" not in n
             }

@@ -11,7 +11,8 @@ import pytest
 from genlab.cli import main
 from genlab.data.linear import load_linear
 from genlab.errors import GenlabError
-from genlab.studies import linreg
+from genlab.studies import STUDIES, linreg
+from genlab.training import Runtime
 
 REQUIRED = (
     "n",
@@ -312,7 +313,7 @@ def test_report_preset_resolves_to_the_report_settings(tmp_path: Path) -> None:
     from genlab.cli import build_parser, resolve_config
 
     args = build_parser().parse_args(["run", "linreg", "--preset", "report", "--epochs", "5"])
-    cfg = resolve_config(linreg, args)
+    cfg = resolve_config(STUDIES["linreg"], args)
     assert (cfg.n, cfg.p, cfg.rank, cfg.lr, cfg.batch_size, cfg.epochs) == (
         500,
         1000,
@@ -326,7 +327,7 @@ def test_report_preset_resolves_to_the_report_settings(tmp_path: Path) -> None:
 def test_demo_adds_a_small_linreg_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from genlab.demo import DEMO_LINREG, _demo_linreg
 
-    path = _demo_linreg(tmp_path, force=False, quiet=True, log=lambda _m: None)
+    path = _demo_linreg(tmp_path, Runtime.resolve(threads=1, quiet=True), False)
     s = json.loads((path / "summary.json").read_text())
     assert (s["n"], s["p"], s["rank"]) == (DEMO_LINREG["n"], DEMO_LINREG["p"], DEMO_LINREG["n"])
     assert s["sgd_final_dist_to_min_norm"] < 1e-3 and "sweep" in s

@@ -310,42 +310,41 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys, flags, needle):
 
 
 def test_grid_runs_the_report_grid_resumes_and_skips(tmp_path, monkeypatch, capsys):
-    """The grid trains each preset's three noise levels as one grouped model; the first group is
-    killed after its first epoch, then the same command resumes it and skips what is done."""
+    """The grid is one sweep: its six members go to one ``fit``, which trains each preset's
+    three noise levels together; killed after the first epoch, the same command resumes every
+    member and then skips what is done."""
+    from dataclasses import replace
+
     from genlab.studies import random_labels
 
-    real_fit_group, calls = random_labels.fit_group, []
+    real_fit, calls = random_labels.fit, []
 
-    def interrupted(members, make_optimizer, num_classes, spec, **kwargs):
+    def interrupted(members, rt, **kwargs):
         calls.append(len(members))
         if len(calls) == 1:
-            real_fit_group(
-                members,
-                make_optimizer,
-                num_classes,
-                type(spec)(1, spec.batch_size, spec.seed),
-                **kwargs,
-            )
+            real_fit([replace(m, spec=replace(m.spec, epochs=1)) for m in members], rt, **kwargs)
             raise KeyboardInterrupt
-        return real_fit_group(members, make_optimizer, num_classes, spec, **kwargs)
+        return real_fit(members, rt, **kwargs)
 
     loud = [flag for flag in TINY if flag != "--quiet"]  # the skip and resume messages are checked
     grid = ["run", "random-labels", "--grid", *loud, "--epochs", "2", "--out", str(tmp_path)]
-    monkeypatch.setattr("genlab.launch.plot_run", lambda path: [])  # per-run figures: tested above
-    monkeypatch.setattr(random_labels, "fit_group", interrupted)
+    monkeypatch.setattr("genlab.reporting.plot_run", lambda path: [])  # per-run: tested above
+    monkeypatch.setattr(random_labels, "fit", interrupted)
     assert main(grid) == 130
-    (parent,) = (tmp_path / "random-labels").iterdir()
+    (parent,) = (p for p in (tmp_path / "random-labels").iterdir() if not p.name.startswith("."))
+    assert parent.name.startswith("sweep-") and (parent / "sweep.json").exists()
     runs = sorted(p for p in parent.iterdir() if (p / "config.json").exists())
-    assert len(runs) == 3 and not any((p / "summary.json").exists() for p in runs)
+    assert len(runs) == 6 and not any((p / "summary.json").exists() for p in runs)
     assert all(len((p / "metrics.jsonl").read_text().splitlines()) == 1 for p in runs)
+    assert not list(parent.glob(".*.lock"))  # the interrupted process released its claims
     capsys.readouterr()
 
     assert main(grid) == 0
-    assert calls == [3, 3, 3]  # each preset's p in {0, .5, 1} trained as one group of three
+    assert calls == [6, 6]  # one fit for the whole grid, both times
     out = capsys.readouterr().out
     runs = sorted(p for p in parent.iterdir() if (p / "config.json").exists())
     assert len(runs) == 6 and all((p / "summary.json").exists() for p in runs)
-    assert out.count("resuming") == 3
+    assert out.count("resuming") == 6
     for p in runs:
         assert [
             json.loads(line)["epoch"] for line in (p / "metrics.jsonl").read_text().splitlines()

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from genlab.config import with_overrides
+import genlab
+from genlab import seeding
 from genlab.data import make_synthetic
-from genlab.launch import run_study
 from genlab.models import Conv4
 from genlab.runs import CHECKPOINT, METRICS, SUMMARY, Run
-from genlab.studies import robustness
 from genlab.training import Normalizer, epoch_generator, train_epoch
 
 TINY = {
@@ -27,13 +26,13 @@ TINY = {
     "epochs": 3,
     "batch_size": 32,
     "lr": 0.05,
-    "device": "cpu",
 }
 TIMING = {"seconds", "eval_seconds"}
 
 
-def tiny_cfg(**overrides) -> robustness.Config:
-    return with_overrides(robustness.Config(), {**TINY, **overrides})
+def train(out: Path, *, force: bool = False, quiet: bool = True, **overrides) -> Path:
+    """A tiny robustness run through the Python API; returns its folder."""
+    return genlab.run("robustness", out=out, force=force, quiet=quiet, **{**TINY, **overrides})
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -50,18 +49,16 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 def test_two_runs_with_one_seed_give_identical_weights(tmp_path):
-    a = run_study("robustness", tiny_cfg(augment="random"), out=tmp_path / "a", log=lambda _: None)
-    b = run_study("robustness", tiny_cfg(augment="random"), out=tmp_path / "b", log=lambda _: None)
-    c = run_study(
-        "robustness", tiny_cfg(augment="random", seed=1), out=tmp_path / "c", log=lambda _: None
-    )
+    a = train(tmp_path / "a", augment="random")
+    b = train(tmp_path / "b", augment="random")
+    c = train(tmp_path / "c", augment="random", seed=1)
     assert same_weights(weights(a), weights(b))
     assert metrics(a) == metrics(b)
     assert not same_weights(weights(a), weights(c))
 
 
 def test_one_metrics_record_per_epoch_with_every_view(tmp_path):
-    path = run_study("robustness", tiny_cfg(), out=tmp_path, log=lambda _: None)
+    path = train(tmp_path)
     rows = metrics(path)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for r in rows:
@@ -76,14 +73,14 @@ def test_one_metrics_record_per_epoch_with_every_view(tmp_path):
     assert summary["final_acc"]["test"] == rows[-1]["test_acc"]
 
 
-def test_a_finished_run_is_skipped_and_force_reruns(tmp_path):
-    messages: list[str] = []
-    path = run_study("robustness", tiny_cfg(epochs=1), out=tmp_path, log=lambda _: None)
+def test_a_finished_run_is_skipped_and_force_reruns(tmp_path, capsys):
+    path = train(tmp_path, epochs=1)
     before = (path / SUMMARY).stat().st_mtime_ns
-    run_study("robustness", tiny_cfg(epochs=1), out=tmp_path, log=messages.append)
-    assert any("finished already" in m for m in messages)
+    capsys.readouterr()
+    train(tmp_path, epochs=1, quiet=False)
+    assert "finished already" in capsys.readouterr().out
     assert (path / SUMMARY).stat().st_mtime_ns == before
-    run_study("robustness", tiny_cfg(epochs=1), out=tmp_path, force=True, log=lambda _: None)
+    train(tmp_path, epochs=1, force=True)
     assert (path / SUMMARY).stat().st_mtime_ns != before
 
 
@@ -143,19 +140,18 @@ def test_resume_after_sigkill_gives_the_same_weights_and_metrics(tmp_path):
 
 
 def test_a_record_written_after_the_last_checkpoint_is_dropped_on_resume(tmp_path):
-    cfg = tiny_cfg(epochs=2)
-    path = run_study("robustness", cfg, out=tmp_path / "a", log=lambda _: None)
+    path = train(tmp_path / "a", epochs=2)
     # simulate a kill between appending epoch 3's record and saving its checkpoint
     run = Run(path, "resume")
     run.keep_metrics(1)
     (path / SUMMARY).unlink()
     state = torch.load(path / CHECKPOINT, weights_only=True)
-    ref = run_study("robustness", tiny_cfg(epochs=1), out=tmp_path / "b", log=lambda _: None)
+    ref = train(tmp_path / "b", epochs=1)
     run.save_checkpoint(torch.load(ref / CHECKPOINT, weights_only=True))
     run.append_metrics(
         {**metrics(path)[0], "epoch": 2, "train_loss": -1.0, "seconds": 0, "eval_seconds": 0}
     )
-    run_study("robustness", cfg, out=tmp_path / "a", log=lambda _: None)
+    train(tmp_path / "a", epochs=2)
     rows = metrics(path)
     assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["train_loss"] > 0
     assert same_weights(weights(path), state["model"])
@@ -163,7 +159,7 @@ def test_a_record_written_after_the_last_checkpoint_is_dropped_on_resume(tmp_pat
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     from genlab import cli
-    from genlab.training import loop as fit_module
+    from genlab.training import grouped as fit_module  # where a member's epoch is trained
 
     real = fit_module.train_epoch
     calls = []
@@ -237,10 +233,8 @@ def test_train_epoch_uses_full_batches_of_distinct_images():
 def test_compile_trains_and_keeps_plain_checkpoints(tmp_path):
     """--compile (torch.compile in place): the checkpoint's keys are Conv-4's own, and the run
     reaches the same accuracy as an uncompiled one up to float tolerance (slow: compiles C++)."""
-    plain = run_study("robustness", tiny_cfg(epochs=1), out=tmp_path / "a", log=lambda _: None)
-    compiled = run_study(
-        "robustness", tiny_cfg(epochs=1, compile=True), out=tmp_path / "b", log=lambda _: None
-    )
+    plain = train(tmp_path / "a", epochs=1)
+    compiled = train(tmp_path / "b", epochs=1, compile=True)
     assert weights(compiled).keys() == weights(plain).keys()
     for name, tensor in weights(plain).items():
         torch.testing.assert_close(weights(compiled)[name], tensor, rtol=1e-3, atol=1e-4)
@@ -250,12 +244,10 @@ def test_bf16_precision_on_the_cpu_is_deterministic_and_keeps_fp32_weights():
     """--precision bf16: autocast on the CPU (width 64 trains ~2x as fast with AVX512-BF16)."""
     data = make_synthetic(n_train=256, n_test=8, num_classes=4, seed=0).train
     results = {}
+    norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, torch.device("cpu"))
     for precision in ("bf16", "bf16", "fp32"):
-        norm = Normalizer.from_stats(
-            [0.5] * 3, [0.25] * 3, torch.device("cpu"), precision=precision
-        )
-        torch.manual_seed(0)
-        model = Conv4(4, num_classes=4).to(memory_format=torch.channels_last)
+        with seeding.init(0):
+            model = Conv4(4, num_classes=4).to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
         metrics = train_epoch(
             model,
@@ -265,6 +257,7 @@ def test_bf16_precision_on_the_cpu_is_deterministic_and_keeps_fp32_weights():
             norm,
             batch_size=32,
             generator=epoch_generator(0, 1),
+            precision=precision,
         )
         assert all(p.dtype == torch.float32 for p in model.parameters())
         results.setdefault(precision, []).append((metrics["loss"], model.state_dict()))
@@ -282,8 +275,8 @@ def test_views_sharing_images_take_one_pass_and_equal_separate_subsets():
 
     data = make_synthetic(n_train=300, n_test=8, num_classes=4, seed=0).train
     norm = Normalizer.from_stats([0.5] * 3, [0.25] * 3, torch.device("cpu"))
-    torch.manual_seed(0)
-    model = Conv4(4, num_classes=4).to(memory_format=torch.channels_last)
+    with seeding.init(0):
+        model = Conv4(4, num_classes=4).to(memory_format=torch.channels_last)
     changed = torch.rand(len(data.labels), generator=torch.Generator().manual_seed(1)) < 0.4
     fitted = torch.where(changed, (data.labels + 1) % 4, data.labels)
     views = {

@@ -126,8 +126,8 @@ def test_compare_trains_five_conditions_under_one_budget():
     from genlab.studies import robustness
 
     args = cli.build_parser().parse_args(["run", "robustness", "--compare", "--width", "16"])
-    assert args.grid is True
-    cfgs = robustness.grid({"width": 16, "epochs": 3, "seed": 2})
+    assert args.named_sweep == "compare"
+    cfgs = robustness.compare({"width": 16, "epochs": 3, "seed": 2})
     assert [(c.model, c.width, c.augment) for c in cfgs] == [
         ("conv4", 16, "none"),
         ("conv4", 16, "double"),

@@ -85,6 +85,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, many: bool) 
         elif many and not sequence:
             kwargs["nargs"] = "+"
         parser.add_argument(flag(f.name), **kwargs)
+        if kind is _boolean:
+            parser.add_argument(
+                "--no-" + flag(f.name)[2:],
+                dest=f.name,
+                action="store_false",
+                default=argparse.SUPPRESS,
+                help=f"the same as {flag(f.name)} false",
+            )
 
 
 def _common_flags(parser: argparse.ArgumentParser, *, trains: bool = True) -> None:
@@ -252,6 +260,13 @@ def _runtime(args: argparse.Namespace) -> Any:
     )
 
 
+def resolve_config(study: Any, args: argparse.Namespace) -> Any:
+    """The config of ``genlab run STUDY ...``: defaults < --preset < flags."""
+    from genlab import sweeps
+
+    return sweeps.resolve(study, getattr(args, "preset", None), _settings(study, args))
+
+
 def _settings(study: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The config settings given on the command line, in the config's field order."""
     given = vars(args)
@@ -310,7 +325,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, rt: Any) -> int:
-    from genlab import sweep as sweeps
+    from genlab import sweeps
     from genlab.launch import run_dir_for, run_members
     from genlab.studies import STUDIES
 
@@ -327,7 +342,7 @@ def _run(args: argparse.Namespace, rt: Any) -> int:
         _print_members(sweep, rt.log)
         print(f"results: {sweeps.run_sweep(sweep, rt, force=args.force)}")
         return 0
-    cfg = sweeps.resolve(study, getattr(args, "preset", None), settings)
+    cfg = resolve_config(study, args)
     rt.log(f"{study.name} config: {json.dumps(to_dict(cfg), sort_keys=True)}")
     path = run_dir_for(study, cfg, args.out)
     run_members(study, [(cfg, path)], rt, force=args.force)
@@ -336,13 +351,17 @@ def _run(args: argparse.Namespace, rt: Any) -> int:
 
 
 def _sweep(args: argparse.Namespace, rt: Any) -> int:
-    from genlab import sweep as sweeps
+    from genlab import sweeps
     from genlab.studies import STUDIES
 
     study = STUDIES[args.study]
-    values = _settings(study, args)
-    values = {k: (v if isinstance(v, list) else [v]) for k, v in values.items()}
-    values = {k: (v or [True]) for k, v in values.items()}  # a bare boolean flag: true
+    # a sequence setting (the map's --widths, --views) is one value; any other flag's values
+    # are swept, and a bare boolean flag means true
+    sequences = {f.name for f in dataclasses.fields(study.config) if isinstance(f.default, tuple)}
+    values = {
+        k: [tuple(v)] if k in sequences else (v or [True]) if isinstance(v, list) else [v]
+        for k, v in _settings(study, args).items()
+    }
     seeds = sweeps.seeds_values(args.seeds, values.pop("seed", None))
     preset = getattr(args, "preset", None)
     name = getattr(args, "name", None)

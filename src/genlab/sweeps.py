@@ -13,7 +13,6 @@ in their seed are aggregated into ``aggregate.json``/``aggregate.csv`` (mean, st
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
@@ -182,9 +181,3 @@ def aggregate_members(sweep: Sweep) -> list[dict[str, Any]]:
         if (path / SUMMARY).exists():
             pairs.append((identity_dict(cfg), read_json(path / SUMMARY)))
     return aggregate(pairs) if pairs else []
-
-
-def sweepable(cls: type) -> list[dataclasses.Field]:
-    """The config fields a sweep may give several values: all but sequences (a sequence field,
-    e.g. the map's widths, is one value)."""
-    return [f for f in dataclasses.fields(cls) if not isinstance(f.default, tuple)]

@@ -1,0 +1,201 @@
+"""The Python API: what the command line does, from a notebook or a script.
+
+    import genlab
+    path = genlab.run("robustness", dataset="digits", width=8, epochs=5)
+    folder = genlab.sweep("robustness", width=[4, 8], augment=["none", "double"], seeds=3)
+    run = genlab.load_run(path)            # config, model (eval mode), normalizer, metrics
+    frame = genlab.runs_frame([folder])    # one row per run: settings and summary numbers
+
+Settings are the config fields of the study (``genlab run STUDY --help`` lists them, with
+underscores for dashes); a Config built in Python is checked as one from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genlab.errors import GenlabError
+from genlab.fileio import read_json
+
+
+def _runtime(
+    device: str, precision: str, compile: bool, threads: int | None, quiet: bool, tensorboard: bool
+) -> Any:
+    import torch
+
+    from genlab.training.runtime import Runtime
+
+    return Runtime.resolve(
+        device=device,
+        precision=precision,
+        compile=compile,
+        threads=threads or torch.get_num_threads(),  # None: PyTorch's current setting
+        quiet=quiet,
+        tensorboard=tensorboard,
+    )
+
+
+def run(
+    study: str,
+    *,
+    out: str | Path = "runs",
+    preset: str | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    threads: int | None = None,
+    tensorboard: bool = False,
+    **settings: Any,
+) -> Path:
+    """Run (or resume, or find finished) one run of ``study``; returns its run folder."""
+    from genlab.launch import run_dir_for, run_members
+    from genlab.studies import study as find
+    from genlab.sweeps import resolve
+
+    entry = find(study)
+    cfg = resolve(entry, preset, settings)
+    rt = _runtime(device, precision, compile, threads, quiet, tensorboard)
+    path = run_dir_for(entry, cfg, Path(out))
+    run_members(entry, [(cfg, path)], rt, force=force)
+    return path
+
+
+def sweep(
+    study: str,
+    *,
+    out: str | Path = "runs",
+    name: str | None = None,
+    seeds: int | None = None,
+    index: str | None = None,
+    preset: str | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    threads: int | None = None,
+    tensorboard: bool = False,
+    **settings: Any,
+) -> Path:
+    """Run a sweep of ``study``: a list value sweeps that setting (the Cartesian product of all
+    lists); ``seeds=N`` adds seeds 0..N-1 (or give ``seed=[...]``); ``name`` runs a named sweep
+    (e.g. ``"report"``, ``"compare"``) with single values. Returns the sweep folder."""
+    from genlab import sweeps
+    from genlab.studies import study as find
+
+    entry = find(study)
+    values = {k: list(v) if isinstance(v, list) else [v] for k, v in settings.items()}
+    seed_values = sweeps.seeds_values(seeds, values.pop("seed", None))
+    if name is not None:
+        if preset is not None or any(len(v) > 1 for v in values.values()):
+            raise GenlabError(f"name={name!r}: takes one value per setting and no preset")
+        single = {k: v[0] for k, v in values.items()}
+        cfgs = [
+            cfg
+            for s in seed_values or [None]
+            for cfg in sweeps.named(entry, name, single if s is None else {**single, "seed": s})
+        ]
+    else:
+        if seed_values is not None:
+            values["seed"] = seed_values
+        cfgs = sweeps.expand(entry, preset, values)
+    planned = sweeps.make_sweep(entry, cfgs, Path(out), name)
+    picked = None if index is None else sweeps.parse_index(index, len(cfgs))
+    rt = _runtime(device, precision, compile, threads, quiet, tensorboard)
+    return sweeps.run_sweep(planned, rt, index=picked, force=force)
+
+
+@dataclass
+class LoadedRun:
+    """A run folder read back: ``model`` (eval mode, the checkpoint's weights, on ``device``) and
+    ``normalize`` are None for studies without a network of their own (linreg, the map)."""
+
+    path: Path
+    study: str
+    config: Any  # the study's Config
+    model: Any  # torch.nn.Module | None
+    normalize: Any  # genlab.training.Normalizer | None
+    metrics: Any  # pandas.DataFrame, one row per record of metrics.jsonl
+    summary: dict[str, Any] | None  # None: unfinished
+    epoch: int | None  # the checkpoint's epoch
+
+
+def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
+    """Read a run folder: its config, its trained model, normalizer, metrics and summary."""
+    import pandas as pd
+
+    from genlab.runs import CHECKPOINT, CONFIG, DATASET, SUMMARY, Run
+    from genlab.studies import study as find
+
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise GenlabError(f"{path}: not a run folder (no {CONFIG})")
+    record = read_json(path / CONFIG)
+    entry = find(record.get("study", "?"))
+    names = {f.name for f in dataclasses.fields(entry.config)}
+    config = entry.config(
+        **{  # older folders also list runtime fields (device, ...): dropped
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in record["config"].items()
+            if k in names
+        }
+    )
+    run = Run(path, "resume")
+    model = normalize = epoch = None
+    if (path / CHECKPOINT).exists() and hasattr(config, "model"):
+        import torch
+
+        from genlab.models import apply_invariance, make_model
+        from genlab.training import Normalizer, resolve_device
+
+        data = read_json(path / DATASET)
+        state = run.load_checkpoint()
+        assert state is not None
+        dev = resolve_device(device)
+        model = make_model(
+            config.model, config.width, config.kernel, len(data["classes"]), data["image_shape"][-1]
+        )
+        model = apply_invariance(model, getattr(config, "invariance", "none"))
+        model.load_state_dict(state["model"])
+        model = model.to(dev, memory_format=torch.channels_last).eval()
+        stats = data["normalization"]
+        normalize = Normalizer.from_stats(stats["mean"], stats["std"], dev)
+        epoch = int(state["epoch"])
+    summary = read_json(path / SUMMARY) if (path / SUMMARY).exists() else None
+    return LoadedRun(
+        path, entry.name, config, model, normalize, pd.DataFrame(run.metrics()), summary, epoch
+    )
+
+
+def runs_frame(paths: list[str | Path] | str | Path) -> Any:
+    """One pandas DataFrame, a row per run folder at or below ``paths``: ``path``, ``study``,
+    ``sweep`` (the sweep folder's name, if in one), ``state`` (finished or unfinished), a column
+    per identity setting and per summary number (nested keys joined with dots)."""
+    import pandas as pd
+
+    from genlab.aggregate import flatten
+    from genlab.runs import CONFIG, SUMMARY, SWEEP, find_runs
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    rows = []
+    for folder in find_runs([Path(p) for p in paths]):
+        record = read_json(folder / CONFIG)
+        finished = (folder / SUMMARY).exists()
+        summary = flatten(read_json(folder / SUMMARY)) if finished else {}
+        rows.append(
+            {
+                "path": str(folder),
+                "study": record.get("study"),
+                "sweep": folder.parent.name if (folder.parent / SWEEP).exists() else None,
+                "state": "finished" if finished else "unfinished",
+                **summary,
+                **record.get("identity", {}),  # a setting repeated in the summary: one column
+            }
+        )
+    return pd.DataFrame(rows)
