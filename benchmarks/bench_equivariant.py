@@ -18,6 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from genlab import seeding
 from genlab.models import apply_invariance, count_params, make_model, matched_width
 from genlab.training import configure_threads
 
@@ -61,8 +62,8 @@ def main() -> None:
     print(f"{'model':<12}{'width':>6}{'invariance':>12}{'params':>12}{'ms/step':>10}{'x conv4':>9}")
     base = None
     for name, width, invariance in rows:
-        torch.manual_seed(0)
-        model = apply_invariance(make_model(name, width, 3, 10), invariance)
+        with seeding.init(0):
+            model = apply_invariance(make_model(name, width, 3, 10), invariance)
         ms = 1e3 * step_seconds(model, args.steps, args.repeats)
         base = base or ms
         print(

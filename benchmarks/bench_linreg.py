@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.config import with_overrides
+import genlab
 from genlab.fileio import read_json
-from genlab.launch import run_study
 from genlab.models import linear as lin
 from genlab.runs import SUMMARY
 from genlab.studies import linreg
@@ -31,11 +30,10 @@ from genlab.training import configure_threads
 
 def _time_study(overrides: dict, repeats: int) -> tuple[list[float], dict]:
     wall, summary = [], {}
-    cfg = with_overrides(linreg.Config(), overrides)
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            path = run_study("linreg", cfg, out=Path(tmp), quiet=True, log=lambda _m: None)
+            path = genlab.run("linreg", out=Path(tmp), quiet=True, **overrides)
             wall.append(time.perf_counter() - t)
             summary = read_json(path / SUMMARY)
     return wall, summary

@@ -29,26 +29,32 @@ import resource
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from genlab import seeding
 from genlab.data import channel_stats, load_dataset
 from genlab.models import Conv4
 from genlab.models.conv4 import report_layout
 from genlab.models.grouped import GroupedConv4
 from genlab.training import (
     FitSpec,
+    Member,
     Normalizer,
+    Runtime,
+    View,
     configure_threads,
     epoch_generator,
     evaluate,
+    fit,
     resolve_device,
     train_epoch,
 )
 from genlab.training.engine import resolve_precision
-from genlab.training.grouped import Member, fit_group, plan, train_epoch_grouped
+from genlab.training.grouped import plan, train_epoch_grouped
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 CIFAR10_TRAIN, FLIP_EVAL = 50_000, 20_000  # images per epoch: trained; evaluated (test + flipped)
@@ -252,8 +258,8 @@ def bench_width(
     specs = {k: v for k, v in specs.items() if not only or k in only or k == "naive"}
     engines, norms = {}, {}
     for name, spec in specs.items():
-        torch.manual_seed(0)  # every engine starts from the same weights
-        conv4 = Conv4(width).to(device)
+        with seeding.init(0):  # every engine starts from the same weights
+            conv4 = Conv4(width).to(device)
         model = report_layout(conv4) if spec["layout"] == "report" else conv4
         if spec["layout"] == "channels_last":
             model = model.to(memory_format=torch.channels_last)
@@ -262,11 +268,7 @@ def bench_width(
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         engines[name] = (model, opt)
         norms[name] = Normalizer.from_stats(
-            mean,
-            std,
-            device,
-            channels_last=spec["layout"] == "channels_last",
-            precision=spec["precision"],
+            mean, std, device, channels_last=spec["layout"] == "channels_last"
         )
     x_dev, y_dev = images.to(device), labels.to(device)
     loader = torch.utils.data.DataLoader(
@@ -297,6 +299,7 @@ def bench_width(
                         norms[name],
                         batch_size=64,
                         generator=epoch_generator(0, w),
+                        precision=specs[name]["precision"],
                     )
             _sync(device)
             dt = time.perf_counter() - t
@@ -304,7 +307,7 @@ def bench_width(
             if name.startswith("naive"):
                 naive_eval(model, eval_loader, device)
             else:
-                evaluate(model, x_dev, y_dev, norms[name], 10)
+                evaluate(model, x_dev, y_dev, norms[name], 10, precision=specs[name]["precision"])
             _sync(device)
             de = time.perf_counter() - t
             if w:
@@ -353,24 +356,25 @@ def project_study_set(widths: dict) -> dict | None:
 
 def bench_group(width: int, k: int, images, labels, windows: int, device) -> dict:
     """K models of one width (aggregate img/s over the same epochs, alternating): one after
-    another on all threads; as one grouped model; and as genlab trains them (``fit_group``
-    following ``plan``, e.g. lanes on the CPU; each call rebuilds its grouped chunks, a cost a
-    study pays once per run: slightly against genlab)."""
+    another on all threads; as one grouped model; and as genlab trains them (``fit`` following
+    ``plan``, e.g. lanes on the CPU; each call rebuilds its grouped chunks, a cost a study pays
+    once per run: slightly against genlab). All in the device's default precision."""
     n = len(images)
     mean, std = channel_stats(images)
+    precision = resolve_precision("auto", device)
+    rt = Runtime(device, precision, threads=torch.get_num_threads(), log=lambda _: None)
     norm = Normalizer.from_stats(mean, std, device)
-    wide = Normalizer(
-        norm.scale.repeat(1, k, 1, 1), norm.shift.repeat(1, k, 1, 1), precision=norm.precision
-    )
+    wide = Normalizer(norm.scale.repeat(1, k, 1, 1), norm.shift.repeat(1, k, 1, 1))
     x, y = images.to(device), torch.stack([labels.roll(i) for i in range(k)]).to(device)
 
     def members() -> list[Member]:
         out = []
         for seed in range(k):
-            torch.manual_seed(seed)
-            model = Conv4(width).to(device, memory_format=torch.channels_last)
+            with seeding.init(seed):
+                model = Conv4(width).to(device, memory_format=torch.channels_last)
             opt = torch.optim.SGD(model.parameters(), lr=0.01)
-            out.append(Member(None, model, opt, x, y[seed], norm, {}, seed))
+            spec = FitSpec(0, 64, seed)  # epochs: raised window by window
+            out.append(Member(None, model, opt, View(x, y[seed]), {}, norm, 10, spec))
         return out
 
     alone, planned = members(), members()
@@ -385,15 +389,33 @@ def bench_group(width: int, k: int, images, labels, windows: int, device) -> dic
             t = time.perf_counter()
             if name == "sequential":
                 for m in alone:
-                    gen = epoch_generator(m.seed, w + 1)
+                    gen = epoch_generator(m.spec.seed, w + 1)
                     train_epoch(
-                        m.model, m.optimizer, x, m.labels, norm, batch_size=64, generator=gen
+                        m.model,
+                        m.optimizer,
+                        x,
+                        m.train.labels,
+                        norm,
+                        batch_size=64,
+                        generator=gen,
+                        precision=precision,
                     )
             elif name == "grouped":
                 gens = [epoch_generator(i, w + 1) for i in range(k)]
-                train_epoch_grouped(grouped, gopt, x, y, wide, batch_size=64, generators=gens)
+                train_epoch_grouped(
+                    grouped,
+                    gopt,
+                    x,
+                    y,
+                    wide,
+                    batch_size=64,
+                    generators=gens,
+                    precision=precision,
+                )
             else:  # one more epoch for every member, exactly as the studies train them
-                fit_group(planned, sgd, 10, FitSpec(w + 1, 64, 0), log=lambda _: None)
+                for m in planned:
+                    m.spec = replace(m.spec, epochs=w + 1)
+                fit(planned, rt)
             _sync(device)
             if w:
                 ips[name].append(k * n / (time.perf_counter() - t))
@@ -407,10 +429,6 @@ def bench_group(width: int, k: int, images, labels, windows: int, device) -> dic
             f"{name}_speedup": statistics.median(ips[name]) / base for name in ("grouped", "genlab")
         },
     }
-
-
-def sgd(params) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.01)
 
 
 def _sync(device) -> None:

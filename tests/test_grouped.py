@@ -10,11 +10,11 @@ from functools import partial
 import pytest
 import torch
 
+from genlab import seeding
 from genlab.data import make_synthetic
 from genlab.models import Conv4
 from genlab.models.grouped import GroupedConv4
 from genlab.runs import Run
-from genlab import seeding
 from genlab.training import FitSpec, Member, Normalizer, Runtime, View, fit, make_optimizer
 from genlab.training.engine import Stopped, epoch_generator, train_epoch
 from genlab.training.grouped import Plan, in_lanes, plan
@@ -101,8 +101,15 @@ def _train_together(tmp_path, optimizer, epochs, *, how, dtype=torch.float32, st
     stops = stops or [None] * len(SEEDS)
     members = [
         Member(
-            runs[k], models[k], opts[k], View(images, labels[k]), views, norm, 4,
-            FitSpec(epochs, 16, seed), stops[k],
+            runs[k],
+            models[k],
+            opts[k],
+            View(images, labels[k]),
+            views,
+            norm,
+            4,
+            FitSpec(epochs, 16, seed),
+            stops[k],
         )  # fmt: skip
         for k, seed in enumerate(SEEDS)
     ]
@@ -168,7 +175,13 @@ def test_a_group_resumes_members_at_different_epochs(tmp_path):
     def members(runs, models, opts, epochs):
         return [
             Member(
-                run, models[k], opts[k], View(images, labels[k]), views, norm, 4,
+                run,
+                models[k],
+                opts[k],
+                View(images, labels[k]),
+                views,
+                norm,
+                4,
                 FitSpec(epochs, 16, s),
             )  # fmt: skip
             for k, (run, s) in enumerate(zip(runs, SEEDS, strict=True))

@@ -16,7 +16,6 @@ both, the test accuracy only at p = 0; about 15 s.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Any
 
 from genlab.config import with_overrides

@@ -13,6 +13,7 @@ in their seed are aggregated into ``aggregate.json``/``aggregate.csv`` (mean, st
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.aggregate import aggregate, write_aggregate
-from genlab.config import from_dict, identity_dict, run_id, to_dict
+from genlab.config import flag, from_dict, identity_dict, run_id, to_dict
 from genlab.errors import GenlabError
 from genlab.fileio import read_json, write_json
 from genlab.launch import run_members
@@ -33,6 +34,10 @@ from genlab.training.runtime import Runtime
 
 def resolve(study: Study, preset: str | None, settings: Mapping[str, Any]) -> Any:
     """One config: defaults < ``preset`` < ``settings``."""
+    names = {f.name for f in dataclasses.fields(study.config)}
+    unknown = [flag(k) for k in settings if k not in names]
+    if unknown:
+        raise GenlabError(f"{study.name} has no setting {', '.join(unknown)}")
     values = to_dict(study.config())
     if preset is not None:
         if preset not in study.presets:

@@ -155,9 +155,9 @@ def _run_map(cfg: Config, run: Run, rt: Runtime) -> dict[str, Any]:
                 "time_to_fit": last["epoch"] if last["stopped"] else None,
                 "fitted": bool(last["stopped"]),
                 "train_fitted_acc": last["train_fitted_acc"],
-                "train_true_acc": evaluate(
-                    model, x, true_y, normalize, K, precision=rt.precision
-                )["acc"],
+                "train_true_acc": evaluate(model, x, true_y, normalize, K, precision=rt.precision)[
+                    "acc"
+                ],
                 "test_acc": test["acc"],
                 "test_loss": test["loss"],
                 "seconds": sum(r["seconds"] + r["eval_seconds"] for r in history),

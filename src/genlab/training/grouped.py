@@ -270,7 +270,9 @@ class Chunk:
             torch.cat([m.normalize.shift for m in members], 1),
         )
 
-    def train_epoch(self, epoch: int, precision: str, stop: threading.Event) -> list[dict[str, float]]:
+    def train_epoch(
+        self, epoch: int, precision: str, stop: threading.Event
+    ) -> list[dict[str, float]]:
         generators = [epoch_generator(m.spec.seed, epoch) for m in self.members]
         batch_size = self.members[0].spec.batch_size  # one for all: see together_key
         if len(self.members) == 1:
