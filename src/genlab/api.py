@@ -147,7 +147,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     )
     run = Run(path, "resume")
     model = normalize = epoch = None
-    if (path / CHECKPOINT).exists() and hasattr(config, "model"):
+    if entry.trains and (path / CHECKPOINT).exists():
         import torch
 
         from genlab.models import apply_invariance, make_model

@@ -42,6 +42,12 @@ def fixed(name: str) -> torch.Generator:
     return torch.Generator().manual_seed(FIXED[name])
 
 
+def dataset(seed: int) -> torch.Generator:
+    """The generator of a made-up dataset (``synthetic``): started from its own seed, not a
+    run's, so every run of one dataset sees the same images."""
+    return torch.Generator().manual_seed(seed)
+
+
 @contextmanager
 def init(seed: int) -> Iterator[None]:
     """A model's initialization: inside, PyTorch's global generator (which ``nn.Module``

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from genlab import seeding
 from genlab.data.dataset import ImageDataset, Splits
 
 
@@ -21,7 +22,7 @@ def make_synthetic(
     seed: int = 0,
     noise: float = 0.25,
 ) -> Splits:
-    g = torch.Generator().manual_seed(seed)
+    g = seeding.dataset(seed)
     coarse = torch.rand(num_classes, 3, 4, 4, generator=g)
     templates = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
     for k in range(num_classes):  # (K, 3, H, W) in [0, 1]
