@@ -1,11 +1,16 @@
 """The HTML report on tiny real runs of every study: numbers and figures appear, broken runs are
-shown as broken, text from run folders is escaped; and (marked ``browser``) the page in headless
-Chromium: every image loads, no console errors, a run named ``<script>`` stays text."""
+shown as broken, text from run folders is escaped; sweep folders built by hand with known numbers:
+one aggregated row per entry with mean ± half-width of the 95% interval, band figures whose edges
+are the Student-t interval; the reporting modules' import structure; and (marked ``browser``) the
+page in headless Chromium: every image loads, no console errors, a run named ``<script>`` stays
+text."""
 
 from __future__ import annotations
 
+import ast
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -13,38 +18,41 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from markupsafe import escape
+from scipy import stats
 
-from genlab import cli
-from genlab.config import with_overrides
+import genlab
+from genlab import cli, reporting
+from genlab.aggregate import aggregate, write_aggregate
 from genlab.fileio import write_json
-from genlab.launch import run_study
-from genlab.reporting.html import build_report, fmt
-from genlab.runs import CONFIG, FIGURES, METRICS, SUMMARY
+from genlab.reporting import plotting
+from genlab.reporting import random_labels as rl_reporting
+from genlab.reporting import robustness as rob_reporting
+from genlab.reporting.html import build_report, fmt, fmt_interval
+from genlab.runs import AGGREGATE, CONFIG, DATASET, FIGURES, METRICS, SUMMARY, SWEEP, is_sweep
 from genlab.studies import STUDIES
 
 TINY = {
-    "robustness": {"dataset": "synthetic", "width": 2, "epochs": 1, "device": "cpu"},
+    "robustness": {"dataset": "synthetic", "width": 2, "epochs": 1},
     "linreg": {"n": 20, "p": 40, "n_test": 50, "epochs": 5, "sweep_p": True, "sweep_points": 4,
                "sweep_seeds": 2},
-    "random-labels": {"dataset": "synthetic", "width": 2, "epochs": 1, "label_noise": 1.0,
-                      "device": "cpu"},
+    "random-labels": {"dataset": "synthetic", "width": 2, "epochs": 1, "label_noise": 1.0},
 }  # fmt: skip
 EVIL = "<script>window.pwned=1</script>"
 EVIL_FOLDER = '<img src=x onerror="window.pwned=1">'
+REPORTING = Path(reporting.__file__).parent
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One finished tiny run per study (about 10 s in all, mostly drawing figures)."""
     out = tmp_path_factory.mktemp("runs")
-    runs = {}
-    for study, overrides in TINY.items():
-        if study in STUDIES:  # random-labels lands separately
-            cfg = with_overrides(STUDIES[study].Config(), overrides)
-            runs[study] = run_study(study, cfg, out=out, log=lambda _msg: None)
-    return runs
+    return {
+        study: genlab.run(study, out=out, quiet=True, device="cpu", threads=1, **overrides)
+        for study, overrides in TINY.items()
+    }
 
 
 def copy_run(src: Path, dest: Path) -> Path:
@@ -77,6 +85,7 @@ def test_every_study_shows_its_numbers_and_figures(tiny_runs, tmp_path):
             for key in path:
                 value = value[key]
             assert f"<td>{fmt(value)}</td>" in page, (study, value)
+        assert reporting.reporting_module(study).TITLE in page
     assert f"{len(tiny_runs)} finished, 0 unfinished, 0 broken." in " ".join(page.split())
 
 
@@ -122,16 +131,6 @@ def test_text_from_run_folders_is_escaped(tiny_runs, tmp_path):
     assert "&lt;img src=x onerror=&#34;window.pwned=1&#34;&gt;" in page
 
 
-def test_grid_figures_outside_run_folders_join_their_study(tiny_runs, tmp_path):
-    grid = tmp_path / "random-labels" / "grid-1234"
-    run = copy_run(tiny_runs["robustness"], grid / "one")
-    shutil.copytree(run / FIGURES, grid / FIGURES)  # stands in for plot_grid's figures
-    page = build_report([tmp_path], tmp_path / "out").read_text()
-    section = page.split('id="study-robustness"')[1]
-    assert "Figures across runs" in section and f"<code>{grid / FIGURES}</code>" in section
-    assert img_count(section) == 2 * len(list((run / FIGURES).glob("*.png")))
-
-
 def test_report_never_trains_but_draws_missing_figures(tiny_runs, tmp_path):
     run = copy_run(tiny_runs["robustness"], tmp_path / "runs" / "r")
     shutil.rmtree(run / FIGURES)
@@ -154,11 +153,13 @@ def test_cli_report(tiny_runs, tmp_path, capsys):
 def test_demo_ends_with_a_report_of_all_three_studies(tmp_path, monkeypatch, capsys):
     """The three studies of the report; the memorization map (minutes) is not part of the demo."""
     from genlab import demo
+    from genlab.training.runtime import Runtime
 
     for name, study in (("ROBUSTNESS", "robustness"), ("LINREG", "linreg")):
         monkeypatch.setattr(demo, f"DEMO_{name}", TINY[study])
     monkeypatch.setattr(demo, "DEMO_RANDOM_LABELS", {**TINY["random-labels"], "epochs": 1})
-    paths = demo.demo(tmp_path, quiet=True, log=lambda _msg: None)
+    rt = Runtime.resolve(device="cpu", threads=1, quiet=True)
+    paths = demo.demo(tmp_path, rt)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"report (open in a browser): {tmp_path / 'report' / 'index.html'}"
     page = (tmp_path / "report" / "index.html").read_text()
@@ -169,6 +170,276 @@ def test_demo_ends_with_a_report_of_all_three_studies(tmp_path, monkeypatch, cap
         "linreg",
     }
     assert f"{len(paths)} finished, 0 unfinished, 0 broken." in " ".join(page.split())
+
+
+# -- sweep folders, built by hand with known numbers -------------------------------------------
+CLASSES = ["up", "down"]
+# width -> seed -> per epoch (test_acc, test_vflip_acc); a member may stop early
+CURVES = {
+    4: {0: [(0.5, 0.2), (0.6, 0.25), (0.70, 0.30)],
+        1: [(0.4, 0.1), (0.7, 0.35), (0.74, 0.40)],
+        2: [(0.6, 0.3), (0.65, 0.3)]},  # stopped after 2 epochs: the band at 3 has n = 2
+    8: {0: [(0.5, 0.4), (0.8123, 0.45)]},  # one seed: a mean line, no band
+}  # fmt: skip
+FINAL = {  # (width, seed) -> final (test, flipped test), as in summary.json
+    (4, 0): (0.70, 0.30),
+    (4, 1): (0.74, 0.40),
+    (4, 2): (0.78, 0.50),
+    (8, 0): (0.8123, 0.45),
+}
+
+
+def robustness_member(folder: Path, width: int, seed: int) -> tuple[dict, dict]:
+    """A finished robustness run folder with the numbers above; returns (identity, summary)."""
+    identity = {"dataset": "digits", "model": "conv4", "width": width, "epochs": 3, "seed": seed}
+    write_json(folder / CONFIG, {"study": "robustness", "config": identity, "identity": identity})
+    write_json(folder / DATASET, {"name": "digits", "classes": CLASSES, "num_train": 100})
+    records = [
+        {"epoch": e + 1, "train_acc": test, "test_acc": test, "test_vflip_acc": flip,
+         "test_per_class_acc": [test, test], "test_vflip_per_class_acc": [flip, flip],
+         "seconds": 0.5}
+        for e, (test, flip) in enumerate(CURVES[width][seed])
+    ]  # fmt: skip
+    (folder / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    test, flip = FINAL[(width, seed)]
+    summary = {
+        "params": 1000 * width,
+        "final_acc": {"test": test, "test_vflip": flip},
+        "best_acc": {"test": test, "test_vflip": flip},
+        "flip_gap": test - flip,
+        "per_class_acc": {
+            "test": dict.fromkeys(CLASSES, test),
+            "test_vflip": {"up": flip, "down": 0.1},
+        },
+        "epochs": len(records),
+        "seconds": 1.0,
+    }
+    write_json(folder / SUMMARY, summary)
+    return identity, summary
+
+
+def make_sweep_folder(root: Path, name: str | None = None) -> Path:
+    """runs/robustness/sweep-test/ with sweep.json, the members of FINAL and aggregate.json."""
+    sweep = root / "robustness" / "sweep-test"
+    members, pairs = [], []
+    for i, (width, seed) in enumerate(FINAL):
+        run_id = f"digits-conv4-w{width}-e3-s{seed}-0000000{i}"
+        identity, summary = robustness_member(sweep / run_id, width, seed)
+        members.append({"index": i, "run_id": run_id, "config": identity})
+        pairs.append((identity, summary))
+    record = {"study": "robustness", "name": name, "swept": ["width", "seed"], "members": members}
+    write_json(sweep / SWEEP, record)
+    write_aggregate(aggregate(pairs), sweep)
+    return sweep
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high) of the 95% Student-t interval, computed here from scratch."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def test_a_sweep_is_one_table_of_aggregated_rows(tmp_path):
+    sweep = make_sweep_folder(tmp_path)
+    page = build_report([tmp_path], tmp_path / "out", draw_missing=False).read_text()
+    section = page.split('class="sweep"')[1].split("</article>")[0]
+    body = section.split("<tbody>")[1].split("</tbody>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    assert len(rows) == len(json.loads((sweep / AGGREGATE).read_text())["entries"]) == 2
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in rows]
+    header = re.findall(r"<th[^>]*>(.*?)</th>", section.split("<tbody>")[0])
+    col = {h: i for i, h in enumerate(header)}
+    assert header[:3] == ["width", "n", "seeds"]  # the swept setting; the seed is aggregated
+    w4, w8 = cells
+    assert (w4[col["width"]], w4[col["n"]], w4[col["seeds"]]) == ("4", "3", "0, 1, 2")
+    # mean ± half-width of the 95% t-interval, from the entries' numbers, by hand:
+    # test [0.70, 0.74, 0.78]: mean 0.74, sd 0.04, t(0.975, 2) = 4.3027 -> 0.0994
+    # flipped [0.3, 0.4, 0.5]: mean 0.4, sd 0.1 -> 0.2484
+    mean, low, high = t_interval([0.70, 0.74, 0.78])
+    assert abs((high - low) / 2 - 4.302653 * 0.04 / math.sqrt(3)) < 1e-6
+    assert w4[col["test acc"]] == "0.740 ± 0.099"
+    assert w4[col["flipped test acc"]] == "0.40 ± 0.25"
+    assert w4[col["params"]] == "4,000"  # the same for every seed: no ± 0
+    assert (w8[col["width"]], w8[col["n"]]) == ("8", "1")
+    assert w8[col["test acc"]] == "0.8123"  # n = 1: the mean, no interval
+    assert "± " not in " ".join(w8)
+    # the members: listed under the sweep, still in the run table, marked with their sweep
+    for run_id in (m["run_id"] for m in json.loads((sweep / SWEEP).read_text())["members"]):
+        assert f">{run_id}</a>" in section
+    run_table = page.split("<h3>Runs</h3>")[1].split("</table>")[0]
+    assert run_table.count(">sweep-test</a>") == 4
+    assert "4 run folders: 4 finished, 0 unfinished, 0 broken. 1 sweep folder." in " ".join(
+        page.split()
+    )
+
+
+def test_a_sweep_without_aggregate_is_shown_with_its_state(tmp_path):
+    sweep = make_sweep_folder(tmp_path)
+    (sweep / AGGREGATE).unlink()
+    shutil.rmtree(next(sweep.glob("*-s2-*")))  # one member not started
+    messages: list[str] = []
+    page = build_report([sweep], tmp_path / "out", log=messages.append, draw_missing=False)
+    page = page.read_text()
+    assert "no aggregate.json: members unfinished (3 of 4 finished)" in page
+    assert "[not started]" in page and any("sweep" in m for m in messages)
+
+
+def test_fmt_interval():
+    assert fmt_interval(0.74, [0.64, 0.84]) == "0.74 ± 0.10"
+    assert fmt_interval(0.5, None) == "0.5"
+    assert fmt_interval(25418.0, [25418.0, 25418.0]) == "25,418"
+    assert fmt_interval(0.4216, [0.4216 - 1.7e-16, 0.4216 + 1.7e-16]) == "0.4216"  # rounding
+    assert fmt_interval(1918.4, [1906.1, 1930.7]) == "1,918 ± 12"
+    assert fmt_interval(2.5e-7, [1e-7, 4e-7]) == "2.50e-07 ± 1.5e-07"
+
+
+def test_plot_sweep_draws_bands_whose_edges_are_the_t_interval(tmp_path):
+    sweep = make_sweep_folder(tmp_path)
+    groups = plotting.group_runs(reporting.sweep_members(sweep))
+    assert [(g.settings, g.n) for g in groups] == [({"width": 4}, 3), ({"width": 8}, 1)]
+    fig = rob_reporting.accuracy_figure(groups)
+    ax_test = fig.axes[0]
+    (band,) = ax_test.collections  # width 8 has one seed: a line and no band
+    vertices = band.get_paths()[0].vertices
+    for epoch, values in ((2, [0.6, 0.7, 0.65]), (3, [0.70, 0.74])):  # seed 2 stopped at 2
+        _, low, high = t_interval(values)
+        at = vertices[np.isclose(vertices[:, 0], epoch)][:, 1]
+        assert np.allclose([at.min(), at.max()], [low, high])
+    line4, line8 = ax_test.lines
+    assert np.allclose(line4.get_ydata(), [0.5, (0.6 + 0.7 + 0.65) / 3, 0.72])
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == ["width=4 (n = 3)", "width=8 (n = 1, no interval)"]
+    plotting.pyplot().close(fig)
+
+    files = reporting.plot_sweep(sweep)
+    assert {f.name for f in files} == {
+        "sweep_accuracy.png",
+        "sweep_per_class.png",
+        "sweep_compare.png",
+    }
+    assert all(f.parent == sweep / FIGURES and f.stat().st_size > 10_000 for f in files)
+    page = build_report([sweep], tmp_path / "out", draw_missing=False).read_text()
+    section = page.split('class="sweep"')[1].split("</article>")[0]
+    assert img_count(section) == 3
+
+
+def test_compare_sweep_adds_the_side_by_side_figures(tmp_path):
+    sweep = make_sweep_folder(tmp_path, name="compare")
+    names = {f.name for f in reporting.plot_sweep(sweep)}
+    assert {"compare_accuracy.png", "comparison.json", "sweep_accuracy.png"} <= names
+
+
+def test_band_stats_by_epoch_and_n_equal_one():
+    runs = [[{"epoch": 1, "v": 1.0}, {"epoch": 2, "v": 3.0}], [{"epoch": 1, "v": 2.0}]]
+    x, rows = plotting.by_epoch(runs, lambda r: r["v"])
+    assert x == [1, 2] and rows == [[1.0, 3.0], [2.0, None]]
+    band = plotting.band_stats(x, rows)
+    _, low, high = t_interval([1.0, 2.0])
+    assert band.n.tolist() == [2, 1] and band.mean.tolist() == [1.5, 3.0]
+    assert np.allclose([band.low[0], band.high[0]], [low, high])
+    assert np.isnan(band.low[1]) and np.isnan(band.high[1])  # one member there: no interval
+
+
+def random_labels_member(folder: Path, p: float, seed: int, noisy: int, clean: int) -> dict:
+    identity = {"dataset": "digits", "width": 4, "optimizer": "adam", "lr": 0.001,
+                "label_noise": p, "seed": seed}  # fmt: skip
+    write_json(
+        folder / CONFIG, {"study": "random-labels", "config": identity, "identity": identity}
+    )
+    write_json(folder / DATASET, {"name": "digits", "num_train": noisy + clean,
+                                  "num_noisy": noisy, "num_clean": clean})  # fmt: skip
+    records = [
+        {"epoch": e, "train_noisy_acc": 0.1 * e + 0.01 * seed, "train_clean_acc": 0.2 * e,
+         "train_true_acc": 0.15 * e, "test_acc": 0.1 + 0.01 * seed, "train_acc": 0.2,
+         "train_loss": 2.0 / e, "test_loss": 2.0}
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+    (folder / METRICS).write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"params": 500, "time_to_fit": None if p else 3, "epochs": 3, "fit_threshold": 1.0}
+    write_json(folder / SUMMARY, summary)
+    return identity
+
+
+def test_random_labels_sweep_pools_fitted_accuracy_per_p(tmp_path):
+    sweep = tmp_path / "random-labels" / "sweep-rl"
+    members = []
+    for i, (p, seed) in enumerate([(0.0, 0), (0.0, 1), (1.0, 0), (1.0, 1)]):
+        noisy = int(90 * p)
+        run_id = f"m{i}"
+        members.append({"index": i, "run_id": run_id,
+                        "config": random_labels_member(sweep / run_id, p, seed, noisy, 90 - noisy + 10)})  # fmt: skip
+    write_json(sweep / SWEEP, {"study": "random-labels", "name": "report",
+                               "swept": ["label_noise", "seed"], "members": members})  # fmt: skip
+    groups = plotting.group_runs(reporting.sweep_members(sweep))
+    fig = rl_reporting.curves_figure(groups, "width=4")
+    ax_p1 = fig.axes[1]
+    assert ax_p1.get_title() == "label noise p = 1.0"
+    fitted = ax_p1.lines[0]  # noisy 90, clean 10: (90 (0.1 e + 0.01 s) + 10 (0.2 e)) / 100
+    expected = [np.mean([(90 * (0.1 * e + 0.01 * s) + 10 * 0.2 * e) / 100 for s in (0, 1)])
+                for e in (1, 2, 3)]  # fmt: skip
+    assert np.allclose(fitted.get_ydata(), expected)
+    assert np.allclose(fig.axes[0].lines[0].get_ydata(), [0.2, 0.4, 0.6])  # p = 0: clean only
+    plotting.pyplot().close(fig)
+    names = {f.name for f in reporting.plot_sweep(sweep)}
+    assert names == {"sweep_curves.png", "curves_w4_adam_lr0.001.png", "time_to_fit.png"}
+
+
+# -- the modules' structure ----------------------------------------------------------------------
+PER_STUDY = {study.reporting for study in STUDIES.values()}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports (``from a import b`` counts as ``a`` and ``a.b``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def source(module: str) -> Path:
+    return REPORTING / f"{module.rsplit('.', 1)[1]}.py"
+
+
+def test_plotting_imports_no_per_study_module():
+    assert not imported_modules(REPORTING / "plotting.py") & PER_STUDY
+
+
+def test_no_per_study_module_imports_another():
+    for module in PER_STUDY:
+        assert not imported_modules(source(module)) & (PER_STUDY - {module}), module
+
+
+def test_every_study_has_one_reporting_module_with_the_same_names():
+    assert {f"genlab.reporting.{p.stem}" for p in REPORTING.glob("*.py")} >= PER_STUDY
+    for name in STUDIES:
+        module = reporting.reporting_module(name)
+        assert isinstance(module.TITLE, str) and module.TITLE
+        assert all(isinstance(h, str) and isinstance(k, str) for h, k in module.KEY_NUMBERS)
+        assert callable(module.plot_run) and callable(module.plot_sweep)
+
+
+def test_no_study_names_outside_the_per_study_modules():
+    names = set(STUDIES)
+    for path in (REPORTING / "__init__.py", REPORTING / "html.py", REPORTING / "plotting.py"):
+        strings = {
+            n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
+        }
+        assert not strings & names, path
+
+
+def test_a_linreg_run_folder_with_its_own_sweep_json_is_not_a_sweep(tiny_runs, tmp_path):
+    run = copy_run(tiny_runs["linreg"], tmp_path / "linreg" / "old")
+    write_json(run / SWEEP, {"gamma": [0.5]})  # what linreg wrote before double_descent.json
+    assert not is_sweep(run)
+    page = build_report([tmp_path], tmp_path / "out", draw_missing=False).read_text()
+    assert 'class="sweep"' not in page
 
 
 # -- headless Chromium -------------------------------------------------------------------------
@@ -241,6 +512,7 @@ def test_report_in_headless_chromium(tiny_runs, tmp_path):
     record["config"]["dataset"] = EVIL
     write_json(evil / CONFIG, record)
     (copy_run(tiny_runs["robustness"], folder / "half-written") / SUMMARY).write_text("{")
+    make_sweep_folder(folder)  # its figures and its members' are drawn by the report
     report = build_report([folder], tmp_path / "report", log=lambda _msg: None)
     page = report.read_text()
 

@@ -139,7 +139,7 @@ def test_compare_trains_five_conditions_under_one_budget():
 
 
 def test_comparison_reads_run_folders(averaged_run, tmp_path):
-    from genlab.reporting.views_figures import plot_compare
+    from genlab.reporting.robustness import plot_compare
 
     files = plot_compare([averaged_run, averaged_run], tmp_path / "figures")
     comparison = read(tmp_path / "comparison.json")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.fileio import atomic_write, write_json
+from genlab.runs import AGGREGATE, AGGREGATE_CSV
 
 CONFIDENCE = 0.95
 METHOD = "Student-t interval over seeds, std with ddof=1"
@@ -141,8 +142,8 @@ def write_aggregate(entries: list[dict], folder: Path) -> tuple[Path, Path]:
     metric or value is absent or ``None``.
     """
     folder = Path(folder)
-    json_path = folder / "aggregate.json"
-    csv_path = folder / "aggregate.csv"
+    json_path = folder / AGGREGATE
+    csv_path = folder / AGGREGATE_CSV
 
     setting_keys: dict[str, None] = {}
     for entry in entries:

@@ -291,7 +291,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "figures":
         from genlab.reporting import plot_run, plot_sweep
-        from genlab.runs import SWEEP, find_runs
+        from genlab.runs import find_runs, find_sweeps
 
         runs = find_runs(args.runs)
         if not runs:
@@ -299,11 +299,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         for path in runs:
             for file in plot_run(path):
                 print(file)
-        for folder in map(Path, args.runs):
-            for record in [folder / SWEEP, *folder.rglob(SWEEP)]:
-                if record.exists() and record.parent.name.startswith("sweep-"):
-                    for file in plot_sweep(record.parent):
-                        print(file)
+        for folder in find_sweeps(args.runs):
+            for file in plot_sweep(folder):
+                print(file)
         return 0
     if args.command == "eval":
         from genlab.reporting import plot_run

@@ -213,3 +213,19 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
         elif p.is_dir():
             found.update(c.parent for c in p.rglob(CONFIG))
     return sorted(found)
+
+
+def is_sweep(folder: Path) -> bool:
+    """A sweep folder holds sweep.json and is not itself a run folder (a linreg run folder
+    written before double_descent.json had its own sweep.json)."""
+    folder = Path(folder)
+    return (folder / SWEEP).is_file() and not (folder / CONFIG).exists()
+
+
+def find_sweeps(paths: Iterable[Path]) -> list[Path]:
+    """Sweep folders at or below each path, sorted."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        candidates = [p, *(f.parent for f in p.rglob(SWEEP))] if p.is_dir() else []
+        found.update(c.resolve() for c in candidates if is_sweep(c))
+    return sorted(found)

@@ -1,8 +1,12 @@
-"""``genlab report``: one self-contained HTML page for any set of run folders.
+"""``genlab report``: one self-contained HTML page for any set of run and sweep folders.
 
-For each study: the key numbers of its runs as one table (one row per run, the settings that
-differ between them as columns), the figures, and per run its resolved config, environment,
-summary and where its files are. The page reads run folders only and never trains; a finished
+For each study: each sweep folder (one holding sweep.json) at or below the given paths as one
+table of its aggregate.json (one row per setting: the settings that vary, n, and each key number
+as mean ± half-width of its 95% interval over seeds), its figures and links to its members; then
+the key numbers of its runs as one table (one row per run, the settings that differ between
+them as columns, the sweep a run belongs to), the figures, and per run its resolved config,
+environment, summary and where its files are. The study's reporting module (found through the
+registry) gives its title and key numbers. The page reads run folders only and never trains; a finished
 run without figures gets them drawn from its files (``plot_run``). A path that does not exist, a
 run without summary.json (unfinished or killed) and a run whose JSON does not parse are shown as
 such, in their own rows, instead of stopping the report.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,62 +32,27 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from genlab import reporting  # its plot_run/plot_sweep looked up when called (patchable)
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write, read_json
-from genlab.runs import CONFIG, ENV, FIGURES, METRICS, SUMMARY, find_runs
+from genlab.runs import (
+    AGGREGATE,
+    CONFIG,
+    ENV,
+    FIGURES,
+    METRICS,
+    SUMMARY,
+    SWEEP,
+    find_runs,
+    find_sweeps,
+)
 
 REPORT = "index.html"
 LogFn = Callable[[str], None]
 MAX_JSON_BYTES = 64_000  # other JSON files of a run are shown up to this size (not label lists)
 
-# The key numbers of each study: (column heading, dotted key into summary.json). A study missing
-# here gets a table of its summary's top-level numbers; a new study adds itself with one entry.
-KEY_NUMBERS: dict[str, list[tuple[str, str]]] = {
-    "robustness": [
-        ("params", "params"),
-        ("test acc", "final_acc.test"),
-        ("flipped test acc", "final_acc.test_vflip"),
-        ("flip gap", "flip_gap"),
-        ("best test acc", "best_acc.test"),
-        ("epochs", "epochs"),
-        ("seconds", "seconds"),
-    ],
-    "random-labels": [
-        ("labels changed", "fraction_changed"),
-        ("params", "params"),
-        ("train acc (fitted labels)", "final_train_fitted_acc"),
-        ("train acc (true labels)", "final_acc.train_true"),
-        ("test acc", "final_acc.test"),
-        ("epoch fitted", "time_to_fit"),
-        ("epochs", "epochs"),
-        ("seconds", "seconds"),
-    ],
-    "memorization-map": [
-        ("n", "n"),
-        ("cells", "cells"),
-        ("fit threshold", "stop_at_train_acc"),
-        ("smallest fitting width per p", "smallest_fitting"),
-        ("seconds", "seconds"),
-    ],
-    "linreg": [
-        ("n", "n"),
-        ("p", "p"),
-        ("rank", "rank"),
-        ("test MSE (min-norm)", "test_mse_min_norm"),
-        ("test MSE (theory)", "test_mse_theory"),
-        ("SGD train MSE", "sgd_final_train_mse"),
-        ("|b_SGD - b_min-norm|", "sgd_final_dist_to_min_norm"),
-        ("KS to Marchenko-Pastur", "ks_marchenko_pastur"),
-        ("seconds", "seconds"),
-    ],
-}
-STUDY_TITLES = {
-    "robustness": "Flip robustness",
-    "random-labels": "Random labels",
-    "memorization-map": "Memorization map",
-    "linreg": "Over-parametrized linear regression",
-    "?": "Missing or unreadable run folders",
-}
+UNREADABLE = "?"  # the study of a run folder whose config.json cannot be read
+UNREADABLE_TITLE = "Missing or unreadable run folders"
 
 
 @dataclass
@@ -109,6 +79,7 @@ class RunView:
     figures: list[Figure] = field(default_factory=list)
     files: list[tuple[str, int]] = field(default_factory=list)
     other_json: dict[str, Any] = field(default_factory=dict)  # dataset.json, ridge.json, ...
+    sweep: Path | None = None  # the sweep folder holding this run, if any
 
     @property
     def name(self) -> str:
@@ -116,37 +87,107 @@ class RunView:
 
     @property
     def anchor(self) -> str:
-        return "run-" + "".join(ch if ch.isalnum() else "-" for ch in str(self.path))
+        return _anchor("run-", self.path)
 
 
 @dataclass
-class FigureSet:
-    """Figures comparing several runs (a grid's ``figures`` folder), outside any run folder."""
+class SweepView:
+    """What the report shows of one sweep folder: its aggregate.json as rows, its figures and
+    its members (run id, folder, state: a run's state or "not started")."""
 
     path: Path
     study: str
-    figures: list[Figure]
+    name: str | None = None
+    swept: list[str] = field(default_factory=list)
+    members: list[tuple[str, Path, str]] = field(default_factory=list)
+    aggregate: dict[str, Any] | None = None
+    figures: list[Figure] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return _anchor("sweep-", self.path)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, _, state in self.members:
+            counts[state] = counts.get(state, 0) + 1
+        return counts
 
 
 def build_report(
     paths: list[Path], out: Path, *, draw_missing: bool = True, log: LogFn = print
 ) -> Path:
-    """Write ``out/index.html`` for the run folders at or below ``paths``; returns its path.
-    Logs one line per run that is not finished, and per path holding no run."""
+    """Write ``out/index.html`` for the run and sweep folders at or below ``paths``; returns its
+    path. Logs one line per run or sweep that is not finished, and per path holding neither."""
     paths = [Path(p) for p in paths]
     runs = [_missing(p) for p in paths if not p.exists()]
-    not_found = [p for p in paths if p.exists() and not find_runs([p])]
     runs += [read_run(p, draw_missing=draw_missing) for p in find_runs(paths)]
-    sets = _figure_sets(paths, runs)
+    sweeps = [read_sweep_folder(p, runs, draw_missing=draw_missing) for p in find_sweeps(paths)]
+    not_found = [p for p in paths if p.exists() and not find_runs([p]) and not find_sweeps([p])]
     for r in runs:
         if r.state != "finished" or r.problems:
             log(f"{r.path}: {r.state}; {'; '.join(r.problems)}")
+    for sw in sweeps:
+        if sw.problems:
+            log(f"{sw.path}: sweep; {'; '.join(sw.problems)}")
     for p in not_found:
         log(f"{p}: no run folders found")
-    html = render(runs, sets, not_found)
+    html = render(runs, sweeps, not_found)
     target = Path(out) / REPORT
     atomic_write(target, lambda f: f.write(html), mode="w")
     return target
+
+
+def read_sweep_folder(path: Path, runs: list[RunView], *, draw_missing: bool = True) -> SweepView:
+    """Everything the report shows of one sweep folder; never raises for a broken one. Runs
+    already read (``runs``) give the members' states; a member run is marked with its sweep."""
+    path = Path(path).resolve()
+    view = SweepView(path, UNREADABLE)
+    try:
+        record = read_json(path / SWEEP)
+        view.study = str(record["study"])
+        view.name = record.get("name")
+        view.swept = [str(k) for k in record.get("swept", [])]
+        member_ids = [str(m["run_id"]) for m in record["members"]]
+    except (GenlabError, KeyError, TypeError, AttributeError) as e:
+        view.problems.append(
+            _short(e, path) if isinstance(e, GenlabError) else f"{SWEEP}: not a sweep ({e!r})"
+        )
+        return view
+    by_path = {r.path: r for r in runs}
+    for run_id in member_ids:
+        member = by_path.get(path / run_id)
+        if member is not None:
+            member.sweep = path
+        view.members.append((run_id, path / run_id, member.state if member else "not started"))
+    if (path / AGGREGATE).exists():
+        try:
+            view.aggregate = read_json(path / AGGREGATE)
+            if not isinstance(view.aggregate, dict) or not isinstance(
+                view.aggregate.get("entries"), list
+            ):
+                raise GenlabError(f"{path / AGGREGATE}: not an aggregate (no entries)")
+        except GenlabError as e:
+            view.aggregate = None
+            view.problems.append(_short(e, path))
+    else:
+        done = view.counts.get("finished", 0)
+        view.problems.append(
+            f"no {AGGREGATE}: members unfinished ({done} of {len(member_ids)} finished)"
+        )
+    if view.aggregate is not None and draw_missing and not _pngs(path / FIGURES):
+        try:
+            reporting.plot_sweep(path)
+        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is noted, not fatal
+            view.problems.append(f"figures could not be drawn ({type(e).__name__}: {e})")
+    for png in _pngs(path / FIGURES):
+        try:
+            view.figures.append(_figure(png))
+        except OSError as e:
+            view.problems.append(f"{png.name}: unreadable ({e.strerror})")
+    return view
 
 
 def read_run(path: Path, *, draw_missing: bool = True) -> RunView:
@@ -189,9 +230,7 @@ def read_run(path: Path, *, draw_missing: bool = True) -> RunView:
             view.problems.append(_short(e, path))
     if view.state == "finished" and draw_missing and not _pngs(path / FIGURES):
         try:
-            from genlab.reporting.figures import plot_run
-
-            plot_run(path)
+            reporting.plot_run(path)
         except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is noted, not fatal
             view.problems.append(f"figures could not be drawn ({type(e).__name__}: {e})")
     for png in _pngs(path / FIGURES):
@@ -208,38 +247,60 @@ def read_run(path: Path, *, draw_missing: bool = True) -> RunView:
     return view
 
 
-def render(runs: list[RunView], sets: list[FigureSet], not_found: list[Path]) -> str:
+def render(runs: list[RunView], sweeps: list[SweepView], not_found: list[Path]) -> str:
     """The report's HTML (jinja2, autoescaped)."""
     import jinja2
+
+    from genlab.studies import STUDIES
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = fmt
     env.filters["pretty"] = lambda obj: json.dumps(obj, indent=2, sort_keys=True, default=str)
+    env.filters["run_anchor"] = lambda path: _anchor("run-", path)
     template = env.from_string(
         resources.files("genlab.reporting").joinpath("report.html.j2").read_text()
     )
     by_study: dict[str, list[RunView]] = defaultdict(list)
     for run in runs:
         by_study[run.study].append(run)
-    order = [*KEY_NUMBERS, *sorted(set(by_study) - set(KEY_NUMBERS))]
-    studies = [_study(name, by_study[name], sets) for name in order if name in by_study]
+    names = set(by_study) | {sw.study for sw in sweeps}
+    order = [*STUDIES, *sorted(names - set(STUDIES))]
+    studies = [
+        _study(name, by_study[name], [sw for sw in sweeps if sw.study == name])
+        for name in order
+        if name in names
+    ]
     return template.render(
         studies=studies,
         not_found=not_found,
         counts={s: sum(r.state == s for r in runs) for s in RunView.STATES},
         created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         total=len(runs),
+        sweeps=len(sweeps),
     )
 
 
-def _study(name: str, runs: list[RunView], sets: list[FigureSet]) -> dict[str, Any]:
-    """One study's section: the table of key numbers and which settings vary between its runs."""
+def _describe(name: str) -> tuple[str, list[tuple[str, str]] | None]:
+    """A study's title and key numbers from its reporting module (None: not a registered study)."""
+    if name == UNREADABLE:
+        return UNREADABLE_TITLE, None
+    try:
+        module = reporting.reporting_module(name)
+    except KeyError:
+        return name, None
+    return module.TITLE, list(module.KEY_NUMBERS)
+
+
+def _study(name: str, runs: list[RunView], sweeps: list[SweepView]) -> dict[str, Any]:
+    """One study's section: its sweeps' aggregated tables, the table of key numbers of its runs
+    and which settings vary between them."""
+    title, key_numbers = _describe(name)
     readable = [r for r in runs if r.config]
     keys = sorted({k for r in readable for k in r.config})
     values = {k: [json.dumps(r.config.get(k), sort_keys=True) for r in readable] for k in keys}
     varying = [k for k in keys if len(set(values[k])) > 1]
     shared = {k: readable[0].config.get(k) for k in keys if k not in varying} if readable else {}
-    columns = KEY_NUMBERS.get(name) or _generic_columns(runs)
+    columns = key_numbers or _generic_columns(runs)
     rows = [
         {
             "run": r,
@@ -248,17 +309,88 @@ def _study(name: str, runs: list[RunView], sets: list[FigureSet]) -> dict[str, A
         }
         for r in runs
     ]
+    shown = {sw.path: sw.anchor for sw in sweeps}
     return {
         "name": name,
-        "title": STUDY_TITLES.get(name, name),
+        "title": title,
         "runs": runs,
         "varying": varying,
         "shared": shared,
         "columns": [heading for heading, _ in columns],
         "rows": rows,
         "notes": any(r.problems for r in runs),
-        "sets": [s for s in sets if s.study == name],
+        "in_sweeps": any(r.sweep for r in runs),
+        "sweep_anchors": shown,
+        "sweeps": [_sweep(sw, key_numbers) for sw in sweeps],
     }
+
+
+def _sweep(sweep: SweepView, key_numbers: list[tuple[str, str]] | None) -> dict[str, Any]:
+    """A sweep's table: one row per aggregate entry (the settings that vary between entries or
+    were swept, n, the seeds, then each key number as mean ± half-width of its 95% interval)."""
+    entries = (sweep.aggregate or {}).get("entries", [])
+    settings = [e.get("settings", {}) for e in entries]
+    keys: dict[str, None] = {}
+    for st in settings:
+        keys.update(dict.fromkeys(st))
+    varying = [
+        k
+        for k in keys
+        if k in sweep.swept or len({json.dumps(st.get(k), sort_keys=True) for st in settings}) > 1
+    ]
+    if key_numbers is None:  # not a registered study: every metric the entries share
+        metrics = sorted({m for e in entries for m in e.get("metrics", {})})
+        key_numbers = [(m.replace("_", " "), m) for m in metrics]
+    rows = [
+        {
+            "settings": [e.get("settings", {}).get(k) for k in varying],
+            "n": e.get("n"),
+            "seeds": e.get("seeds", []),
+            "numbers": [_aggregated(e, key) for _, key in key_numbers],
+        }
+        for e in entries
+    ]
+    return {
+        "view": sweep,
+        "varying": varying,
+        "columns": [heading for heading, _ in key_numbers],
+        "rows": rows,
+        "confidence": (sweep.aggregate or {}).get("confidence"),
+        "method": (sweep.aggregate or {}).get("method"),
+    }
+
+
+def _aggregated(entry: dict[str, Any], key: str) -> str:
+    """One cell of a sweep's table: "mean ± half-width" of the 95% interval, the mean alone for
+    n = 1 (no interval) or when every seed gave the same value, "—" for a metric no member has,
+    "not in every run" for one only some members have (e.g. a time to fit never reached)."""
+    metric = entry.get("metrics", {}).get(key)
+    if metric is None:
+        return "not in every run" if key in entry.get("incomplete", []) else fmt(None)
+    return fmt_interval(metric["mean"], metric.get("ci95"))
+
+
+def fmt_interval(mean: float, ci95: list[float] | None) -> str:
+    """``0.740 ± 0.099``: the mean and the half-width of its interval, both to the half-width's
+    second significant digit; the mean alone (as ``fmt`` writes it) with no interval or a zero
+    one (every seed gave the same value, up to float rounding)."""
+    if isinstance(mean, float) and mean.is_integer() and abs(mean) < 1e15:
+        mean_text = fmt(int(mean))
+    else:
+        mean_text = fmt(mean)
+    if ci95 is None or None in ci95:
+        return mean_text
+    half = (ci95[1] - ci95[0]) / 2
+    if not math.isfinite(half):
+        return f"{mean_text} ± {half}"
+    if half <= 1e-12 * max(abs(mean), 1.0):  # equal in every seed, up to float rounding
+        return mean_text
+    if abs(mean) >= 1e5 or (abs(mean) < 1e-3 and mean != 0):
+        return f"{mean:.2e} ± {half:.1e}"
+    decimals = max(0, 1 - math.floor(math.log10(half)))
+    if decimals > 8:
+        return f"{mean:.2e} ± {half:.1e}"
+    return f"{mean:,.{decimals}f} ± {half:,.{decimals}f}"
 
 
 def fmt(value: Any) -> str:
@@ -308,27 +440,8 @@ def _missing(path: Path) -> RunView:
     return RunView(Path(path).absolute(), "?", "missing", [f"{path}: no such file or folder"])
 
 
-def _figure_sets(paths: list[Path], runs: list[RunView]) -> list[FigureSet]:
-    """``figures`` folders outside run folders (drawn by ``--grid``), with the study of the runs
-    beside them."""
-    run_dirs = {r.path for r in runs}
-    found: dict[Path, FigureSet] = {}
-    for p in paths:
-        if not p.is_dir():
-            continue
-        for folder in [p / FIGURES, *p.rglob(FIGURES)]:
-            folder = folder.resolve()
-            if folder in found or not folder.is_dir():
-                continue
-            if any(parent in run_dirs for parent in folder.parents):
-                continue
-            pngs = _pngs(folder)
-            if not pngs:
-                continue
-            near = [r.study for r in runs if folder.parent in r.path.parents]
-            study = max(set(near), key=near.count) if near else "?"
-            found[folder] = FigureSet(folder, study, [_figure(f) for f in pngs])
-    return list(found.values())
+def _anchor(prefix: str, path: Path) -> str:
+    return prefix + "".join(ch if ch.isalnum() else "-" for ch in str(path))
 
 
 def _pngs(folder: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Figures of a linreg run, drawn from its folder: the spectrum of X^T X / n against
+"""Figures and key numbers of the linreg study, drawn from its run folders: the spectrum of X^T X / n against
 Marchenko-Pastur, GD/SGD curves on a log scale, the ridge path, and the double-descent curve.
 
 Colours (Okabe-Ito, as every genlab figure): SGD blue, GD vermilion, min-norm black, theory
@@ -14,9 +14,21 @@ import numpy as np
 
 from genlab.fileio import read_json
 from genlab.models import linear as lin
-from genlab.reporting.figures import OKABE_ITO, _pyplot, _read_metrics, _save
-from genlab.runs import ARRAYS, CONFIG, FIGURES, RIDGE, SUMMARY, SWEEP
+from genlab.reporting.plotting import OKABE_ITO, pyplot, read_metrics, save
+from genlab.runs import ARRAYS, CONFIG, DOUBLE_DESCENT, FIGURES, RIDGE, SUMMARY, SWEEP
 
+TITLE = "Over-parametrized linear regression"
+KEY_NUMBERS: list[tuple[str, str]] = [  # (column heading, dotted key into summary.json)
+    ("n", "n"),
+    ("p", "p"),
+    ("rank", "rank"),
+    ("test MSE (min-norm)", "test_mse_min_norm"),
+    ("test MSE (theory)", "test_mse_theory"),
+    ("SGD train MSE", "sgd_final_train_mse"),
+    ("|b_SGD - b_min-norm|", "sgd_final_dist_to_min_norm"),
+    ("KS to Marchenko-Pastur", "ks_marchenko_pastur"),
+    ("seconds", "seconds"),
+]
 COLORS = {
     "sgd": OKABE_ITO[0],
     "gd": OKABE_ITO[1],
@@ -38,13 +50,21 @@ def plot_run(run_dir: Path) -> list[Path]:
     files = [plot_spectrum(run_dir, summary, title, out), plot_curves(run_dir, summary, title, out)]
     if (run_dir / RIDGE).exists():
         files.append(plot_ridge(read_json(run_dir / RIDGE), summary, title, out))
-    if (run_dir / SWEEP).exists():
-        files.append(plot_double_descent(read_json(run_dir / SWEEP), cfg, out))
+    for name in (DOUBLE_DESCENT, SWEEP):  # runs written before double_descent.json: sweep.json
+        if (run_dir / name).exists():
+            files.append(plot_double_descent(read_json(run_dir / name), cfg, out))
+            break
     return [f for f in files if f is not None]
 
 
+def plot_sweep(sweep_dir: Path, run_dirs: list[Path]) -> list[Path]:
+    """None: a run already sweeps gamma = p / n over seeds itself (``--sweep-p``, its
+    double-descent figure), and the report's aggregated table carries the numbers over seeds."""
+    return []
+
+
 def plot_spectrum(run_dir: Path, summary: dict[str, Any], title: str, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     with np.load(run_dir / ARRAYS) as arrays:
         eig = arrays["eigenvalues"]  # (rank,) nonzero eigenvalues of X^T X / n
     gamma = summary["gamma"]
@@ -80,12 +100,12 @@ def plot_spectrum(run_dir: Path, summary: dict[str, Any], title: str, out: Path)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center right")
-    return _save(fig, out / "spectrum.png")
+    return save(fig, out / "spectrum.png")
 
 
 def plot_curves(run_dir: Path, summary: dict[str, Any], title: str, out: Path) -> Path | None:
-    plt = _pyplot()
-    metrics = _read_metrics(run_dir)
+    plt = pyplot()
+    metrics = read_metrics(run_dir)
     if not metrics:
         return None
     epochs = np.array([m["epoch"] for m in metrics])
@@ -124,7 +144,7 @@ def plot_curves(run_dir: Path, summary: dict[str, Any], title: str, out: Path) -
         f"cond on the row space {summary['cond_nonnull']:.1f})\n{title}",
         fontsize=9,
     )
-    return _save(fig, out / "sgd_curves.png")
+    return save(fig, out / "sgd_curves.png")
 
 
 def _positive(metrics: list[dict[str, Any]], key: str) -> np.ndarray:
@@ -135,7 +155,7 @@ def _positive(metrics: list[dict[str, Any]], key: str) -> np.ndarray:
 
 
 def plot_ridge(ridge: dict[str, Any], summary: dict[str, Any], title: str, out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(
         ridge["lambda"],
@@ -169,11 +189,11 @@ def plot_ridge(ridge: dict[str, Any], summary: dict[str, Any], title: str, out: 
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, out / "ridge_path.png")
+    return save(fig, out / "ridge_path.png")
 
 
 def plot_double_descent(sweep: dict[str, Any], cfg: dict[str, Any], out: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     gamma = np.array(sweep["gamma"])
     mean, std = np.array(sweep["test_mse_mean"]), np.array(sweep["test_mse_std"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -213,4 +233,4 @@ def plot_double_descent(sweep: dict[str, Any], cfg: dict[str, Any], out: Path) -
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, out / "double_descent.png")
+    return save(fig, out / "double_descent.png")
