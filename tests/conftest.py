@@ -19,6 +19,9 @@ def _isolated_cache(
     return cache
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _threads() -> None:
-    torch.set_num_threads(1)  # tests compare runs; one thread keeps them cheap on a shared CPU
+@pytest.fixture(autouse=True)
+def _threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests compare runs; one thread keeps them cheap on a shared CPU. A command resolves its
+    threads from GENLAB_THREADS (``--threads`` overrides it), so every test starts at one."""
+    monkeypatch.setenv("GENLAB_THREADS", "1")
+    torch.set_num_threads(1)

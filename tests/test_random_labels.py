@@ -310,14 +310,15 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys, flags, needle):
 
 
 def test_grid_runs_the_report_grid_resumes_and_skips(tmp_path, monkeypatch, capsys):
-    """The grid is one sweep: its six members go to one ``fit``, which trains each preset's
-    three noise levels together; killed after the first epoch, the same command resumes every
-    member and then skips what is done."""
+    """The grid is one sweep, claimed and trained in batches of as many members as one thread
+    trains side by side (4: lanes x chunks of 4), each batch one ``fit``; killed after the first
+    batch's first epoch, the same command resumes those members, trains the others, and then
+    skips what is done."""
     from dataclasses import replace
 
-    from genlab.studies import random_labels
+    from genlab.studies import common
 
-    real_fit, calls = random_labels.fit, []
+    real_fit, calls = common.fit, []
 
     def interrupted(members, rt, **kwargs):
         calls.append(len(members))
@@ -327,24 +328,25 @@ def test_grid_runs_the_report_grid_resumes_and_skips(tmp_path, monkeypatch, caps
         return real_fit(members, rt, **kwargs)
 
     loud = [flag for flag in TINY if flag != "--quiet"]  # the skip and resume messages are checked
-    grid = ["run", "random-labels", "--grid", *loud, "--epochs", "2", "--out", str(tmp_path)]
+    grid = ["run", "random-labels", "--grid", *loud, "--epochs", "2", "--threads", "1"]
+    grid += ["--out", str(tmp_path)]
     monkeypatch.setattr("genlab.reporting.plot_run", lambda path: [])  # per-run: tested above
-    monkeypatch.setattr(random_labels, "fit", interrupted)
+    monkeypatch.setattr(common, "fit", interrupted)
     assert main(grid) == 130
     (parent,) = (p for p in (tmp_path / "random-labels").iterdir() if not p.name.startswith("."))
     assert parent.name.startswith("sweep-") and (parent / "sweep.json").exists()
     runs = sorted(p for p in parent.iterdir() if (p / "config.json").exists())
-    assert len(runs) == 6 and not any((p / "summary.json").exists() for p in runs)
+    assert len(runs) == 4 and not any((p / "summary.json").exists() for p in runs)
     assert all(len((p / "metrics.jsonl").read_text().splitlines()) == 1 for p in runs)
     assert not list(parent.glob(".*.lock"))  # the interrupted process released its claims
     capsys.readouterr()
 
     assert main(grid) == 0
-    assert calls == [6, 6]  # one fit for the whole grid, both times
+    assert calls == [4, 4, 2]  # batches of 4 in the grid's order: under's 3 p, then over's
     out = capsys.readouterr().out
     runs = sorted(p for p in parent.iterdir() if (p / "config.json").exists())
     assert len(runs) == 6 and all((p / "summary.json").exists() for p in runs)
-    assert out.count("resuming") == 6
+    assert out.count("resuming") == 4
     for p in runs:
         assert [
             json.loads(line)["epoch"] for line in (p / "metrics.jsonl").read_text().splitlines()

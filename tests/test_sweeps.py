@@ -83,7 +83,7 @@ def test_repeated_members_and_bad_indices_are_refused(tmp_path):
         sweeps.make_sweep(ROBUSTNESS, cfgs, tmp_path)
     assert sweeps.parse_index("3", 5) == range(3, 4)
     assert sweeps.parse_index("1-4", 5) == range(1, 5)
-    for bad in ("5", "3-1", "x", "-1", "1-9"):
+    for bad in ("5", "3-1", "x", "-1", "1-9", "1-"):
         with pytest.raises(GenlabError, match="--index"):
             sweeps.parse_index(bad, 5)
 
@@ -288,3 +288,108 @@ def test_a_named_sweep_with_several_values_is_refused(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path)]) == 1
     assert "--name report: takes one value per setting" in capsys.readouterr().err
     assert not tmp_path.joinpath("random-labels").exists()
+
+
+def test_boolean_and_none_values_sweep_and_print_as_typed(tmp_path, capsys):
+    args = ["sweep", "random-labels", "--dataset", "synthetic", "--train-subset", "none", "100"]
+    args += ["--corrupt-test", "true", "false", "--dry-run", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 members" in out
+    assert "--train-subset none --corrupt-test true" in out
+    assert "--train-subset 100 --corrupt-test false" in out
+    cfgs = sweeps.expand(
+        STUDIES["random-labels"], None, {"train_subset": [None, 100], "corrupt_test": [True, False]}
+    )
+    assert [(c.train_subset, c.corrupt_test) for c in cfgs] == [
+        (None, True), (None, False), (100, True), (100, False),
+    ]  # fmt: skip
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for command in (["sweep", "robustness", *FAST, "--seeds", "2"], ["run", "robustness", *FAST]):
+        for extra in ([], ["--dry-run"]) if command[0] == "sweep" else ([],):
+            assert main([*command, *extra, "--out", str(tmp_path / "file" / "runs")]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "is a file, not a folder" in err
+
+
+def test_a_broken_sweep_json_is_one_line(tmp_path, capsys):
+    args = ["sweep", "robustness", *FAST, "--seeds", "2", "--out", str(tmp_path)]
+    cfgs = sweeps.build(ROBUSTNESS, {"dataset": ["synthetic"]}, tmp_path, seeds=1).folder
+    sweep = sweeps.build(
+        ROBUSTNESS,
+        {"dataset": ["synthetic"], "epochs": [2], "batch_size": [32], "views": [("none",)]},
+        tmp_path,
+        seeds=2,
+    )
+    assert cfgs != sweep.folder
+    sweep.folder.mkdir(parents=True)
+    (sweep.folder / "sweep.json").write_text('{"members": 5}')
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a sweep record" in err
+
+
+def test_a_member_that_fails_does_not_stop_the_others(no_figures, tmp_path, capsys):
+    """A diverging member (lr 1e20) and one whose data cannot be had (a subset larger than the
+    training split) fail with one line naming them; the healthy member trains and finishes,
+    and the member that failed before its first checkpoint leaves no run folder."""
+    args = ["sweep", "robustness", *FAST, "--width", "2", "--lr", "0.05", "1e20", "--out"]
+    assert main([*args, str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 of 2 members failed" in err
+    assert "training loss is nan" in err or "training loss is inf" in err
+    folder = sweep_folder(tmp_path)
+    states = {}
+    for member in json.loads((folder / "sweep.json").read_text())["members"]:
+        states[member["config"]["lr"]] = sweeps.member_state(folder / member["run_id"])
+    assert states == {0.05: "finished", 1e20: "new"}  # diverged in epoch 1: nothing kept
+
+    args = ["sweep", "robustness", *FAST, "--train-subset", "100", "100000", "--out"]
+    assert main([*args, str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--train-subset 100000: must be between" in err
+    folder = sweep_folder(tmp_path / "b")
+    runs = [p for p in folder.iterdir() if (p / "config.json").exists()]
+    assert len(runs) == 1 and (runs[0] / "summary.json").exists()
+
+    assert (
+        main(["run", "robustness", *FAST, "--train-subset", "0", "--out", str(tmp_path / "c")]) == 1
+    )
+    assert "--train-subset 0" in capsys.readouterr().err
+    assert not any((tmp_path / "c" / "robustness").iterdir())  # a failed start leaves nothing
+
+
+def test_members_are_claimed_a_batch_at_a_time(no_figures, tmp_path, monkeypatch):
+    """With room for two members side by side, a sweep of five claims (locks) two, trains and
+    releases them before it claims the next: other processes can take what is not claimed."""
+    from genlab import launch
+
+    monkeypatch.setattr(launch, "claim_size", lambda device: 2)
+    real_run, batches = ROBUSTNESS.run, []
+
+    def spy(members, rt):
+        batches.append([run.path for _, run in members])
+        locked = sorted(p.name for p in members[0][1].path.parent.glob(".*.lock"))
+        assert locked == sorted(f".{run.path.name}.lock" for _, run in members)
+        return real_run(members, rt)
+
+    monkeypatch.setattr(launch.Study, "run", property(lambda self: spy), raising=False)
+    args = ["sweep", "robustness", *FAST, "--width", "2", "--seeds", "5", "--quiet"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert len({p for b in batches for p in b}) == 5
+
+
+def test_a_sequence_setting_is_one_value_in_python_unless_a_list_of_lists(tmp_path):
+    import genlab
+
+    tiny = {"dataset": "synthetic", "n": 32, "image_size": 8, "epochs": 1, "noise_levels": [0.0]}
+    one = genlab.sweep("memorization-map", out=tmp_path, quiet=True, widths=[1, 2], **tiny)
+    record = json.loads((one / "sweep.json").read_text())
+    assert [m["config"]["widths"] for m in record["members"]] == [[1, 2]]
+    two = genlab.sweep("memorization-map", out=tmp_path, quiet=True, widths=[[1], [2]], **tiny)
+    record = json.loads((two / "sweep.json").read_text())
+    assert [m["config"]["widths"] for m in record["members"]] == [[1], [2]]

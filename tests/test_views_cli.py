@@ -111,7 +111,10 @@ def test_eval_adds_views_and_leaves_the_summary_alone(averaged_run, capsys):
             ["run", "robustness", *FAST, "--model", "conv4-d4", "--kernel", "4"],
             "--kernel 4: must be odd",
         ),
-        (["run", "robustness", *FAST, "--compare", "--model", "conv4"], "--compare sets --model"),
+        (
+            ["run", "robustness", *FAST, "--compare", "--model", "conv4"],
+            "(--compare, --name compare) sets --model",
+        ),
         (["run", "robustness", *FAST, "--invariance", "max"], "--invariance: 'max' is not one of"),
     ],
 )

@@ -80,7 +80,8 @@ def aggregate(members: Sequence[tuple[dict, dict]], seed_key: str = "seed") -> l
     member. Each entry is::
 
         {"settings": <settings without seed_key>, "seeds": [sorted seeds], "n": <members>,
-         "metrics": {dotted_key: interval(values)}, "incomplete": [dotted keys]}
+         "metrics": {dotted_key: interval(values)}, "incomplete": [dotted keys],
+         "numbers_in": {dotted_key: members holding a number, for keys not in metrics}}
 
     A metric is a flattened summary key whose value is a number (int or float; bools are not
     numbers here) in every member of the group. Keys that are numeric in some members but not
@@ -112,6 +113,12 @@ def aggregate(members: Sequence[tuple[dict, dict]], seed_key: str = "seed") -> l
                 metrics[k] = interval([f[k] for f in flats])
             else:
                 incomplete.append(k)
+        # how many members hold a number, for keys left out of metrics: e.g. time_to_fit of
+        # seeds that never fit is None, and "fitted in 2 of 3 seeds" is itself the finding
+        maybe = {k for f in flats for k, v in f.items() if v is None or _is_number(v)}
+        numbers_in = {
+            k: sum(_is_number(f.get(k)) for f in flats) for k in sorted(maybe - set(metrics))
+        }
         entries.append(
             {
                 "settings": group["settings"],
@@ -119,6 +126,7 @@ def aggregate(members: Sequence[tuple[dict, dict]], seed_key: str = "seed") -> l
                 "n": len(flats),
                 "metrics": metrics,
                 "incomplete": incomplete,
+                "numbers_in": numbers_in,
             }
         )
     return entries

@@ -24,15 +24,13 @@ from genlab.fileio import read_json
 def _runtime(
     device: str, precision: str, compile: bool, threads: int | None, quiet: bool, tensorboard: bool
 ) -> Any:
-    import torch
-
     from genlab.training.runtime import Runtime
 
     return Runtime.resolve(
         device=device,
         precision=precision,
         compile=compile,
-        threads=threads or torch.get_num_threads(),  # None: PyTorch's current setting
+        threads=threads,  # None: GENLAB_THREADS, else one per physical core (as the CLI)
         quiet=quiet,
         tensorboard=tensorboard,
     )
@@ -83,29 +81,25 @@ def sweep(
     **settings: Any,
 ) -> Path:
     """Run a sweep of ``study``: a list value sweeps that setting (the Cartesian product of all
-    lists); ``seeds=N`` adds seeds 0..N-1 (or give ``seed=[...]``); ``name`` runs a named sweep
-    (e.g. ``"report"``, ``"compare"``) with single values. Returns the sweep folder."""
+    lists; a sequence setting such as the map's ``widths`` takes a list of lists); ``seeds=N``
+    adds seeds 0..N-1 (or give ``seed=[...]``); ``name`` runs a named sweep (e.g. ``"report"``,
+    ``"compare"``) with single values. Returns the sweep folder."""
     from genlab import sweeps
+    from genlab.config import sequence_fields
     from genlab.studies import study as find
 
     entry = find(study)
-    values = {k: list(v) if isinstance(v, list) else [v] for k, v in settings.items()}
-    seed_values = sweeps.seeds_values(seeds, values.pop("seed", None))
-    if name is not None:
-        if preset is not None or any(len(v) > 1 for v in values.values()):
-            raise GenlabError(f"name={name!r}: takes one value per setting and no preset")
-        single = {k: v[0] for k, v in values.items()}
-        cfgs = [
-            cfg
-            for s in seed_values or [None]
-            for cfg in sweeps.named(entry, name, single if s is None else {**single, "seed": s})
-        ]
-    else:
-        if seed_values is not None:
-            values["seed"] = seed_values
-        cfgs = sweeps.expand(entry, preset, values)
-    planned = sweeps.make_sweep(entry, cfgs, Path(out), name)
-    picked = None if index is None else sweeps.parse_index(index, len(cfgs))
+    sequences = sequence_fields(entry.config)
+
+    def options(key: str, value: Any) -> list[Any]:
+        if key in sequences:  # widths=[1, 2] is one value; widths=[[1, 2], [4]] two
+            nested = isinstance(value, list) and value and isinstance(value[0], (list, tuple))
+            return [tuple(v) for v in value] if nested else [tuple(value)]
+        return list(value) if isinstance(value, list) else [value]
+
+    values = {k: options(k, v) for k, v in settings.items()}
+    planned = sweeps.build(entry, values, Path(out), seeds=seeds, name=name, preset=preset)
+    picked = None if index is None else sweeps.parse_index(index, len(planned.configs))
     rt = _runtime(device, precision, compile, threads, quiet, tensorboard)
     return sweeps.run_sweep(planned, rt, index=picked, force=force)
 

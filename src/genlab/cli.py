@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from genlab.config import flag, to_dict
+from genlab.config import flag, sequence_fields, to_dict
 from genlab.errors import GenlabError
 
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -58,8 +58,11 @@ def _parse_type(hint: Any) -> tuple[Any, dict[str, Any], bool]:
 
 
 def _show(value: Any) -> str:
+    """A value as it is typed on the command line."""
     if isinstance(value, tuple):
-        return " ".join(map(str, value))
+        return " ".join(map(_show, value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return "none" if value is None else str(value)
 
 
@@ -248,8 +251,6 @@ def main(argv: list[str] | None = None) -> int:
 def _runtime(args: argparse.Namespace) -> Any:
     from genlab.training.runtime import Runtime
 
-    if args.threads is not None and args.threads < 1:
-        raise GenlabError(f"--threads {args.threads}: must be >= 1")
     return Runtime.resolve(
         device=args.device,
         precision=args.precision,
@@ -355,37 +356,24 @@ def _sweep(args: argparse.Namespace, rt: Any) -> int:
     study = STUDIES[args.study]
     # a sequence setting (the map's --widths, --views) is one value; any other flag's values
     # are swept, and a bare boolean flag means true
-    sequences = {f.name for f in dataclasses.fields(study.config) if isinstance(f.default, tuple)}
+    sequences = sequence_fields(study.config)
     values = {
         k: [tuple(v)] if k in sequences else (v or [True]) if isinstance(v, list) else [v]
         for k, v in _settings(study, args).items()
     }
-    seeds = sweeps.seeds_values(args.seeds, values.pop("seed", None))
-    preset = getattr(args, "preset", None)
-    name = getattr(args, "name", None)
-    if name is not None:
-        many = [flag(k) for k, v in values.items() if len(v) > 1]
-        if many or preset is not None:
-            raise GenlabError(
-                f"--name {name}: takes one value per setting and no --preset "
-                f"({', '.join(many) or '--preset'} given)"
-            )
-        single = {k: v[0] for k, v in values.items()}
-        cfgs = [
-            cfg
-            for s in seeds or [None]
-            for cfg in sweeps.named(study, name, single if s is None else {**single, "seed": s})
-        ]
-    else:
-        if seeds is not None:
-            values["seed"] = seeds
-        cfgs = sweeps.expand(study, preset, values)
-    sweep = sweeps.make_sweep(study, cfgs, args.out, name)
+    sweep = sweeps.build(
+        study,
+        values,
+        args.out,
+        seeds=args.seeds,
+        name=getattr(args, "name", None),
+        preset=getattr(args, "preset", None),
+    )
+    index = None if args.index is None else sweeps.parse_index(args.index, len(sweep.configs))
     if args.list:
-        for i, _, path in sweep.members():
+        for i, _, path in sweep.members(index):
             print(f"{i:>4}  {path.name}  {sweeps.member_state(path)}")
         return 0
-    index = None if args.index is None else sweeps.parse_index(args.index, len(cfgs))
     _print_members(sweep, print if args.dry_run else rt.log, index)
     if args.dry_run:
         return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -26,6 +27,13 @@ def option(default: Any, help: str, *, choices: tuple | None = None, identity: b
     if isinstance(default, (list, dict, set)):
         raise TypeError("configs are frozen: use tuples for sequences")
     return dataclasses.field(default=default, metadata=meta)
+
+
+def sequence_fields(cls: type) -> set[str]:
+    """The fields that hold a sequence (a tuple), e.g. the map's ``widths``: one value of such
+    a setting is a whole tuple."""
+    hints = typing.get_type_hints(cls)
+    return {name for name, hint in hints.items() if typing.get_origin(hint) is tuple}
 
 
 def flag(name: str) -> str:

@@ -88,6 +88,12 @@ class Run:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def discard_if_untrained(self) -> None:
+        """Remove a run folder this process started that holds no trained epoch (it failed
+        before its first checkpoint): a failed start leaves nothing for the report to list."""
+        if self.state == "new" and not (self.path / CHECKPOINT).exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
     # -- environment --------------------------------------------------------------------------
     def record_env(self, env: dict[str, Any]) -> None:
         """Write env.json on the first start; on a resumption add ``env`` under "resumed"."""
@@ -229,3 +235,14 @@ def find_sweeps(paths: Iterable[Path]) -> list[Path]:
         candidates = [p, *(f.parent for f in p.rglob(SWEEP))] if p.is_dir() else []
         found.update(c.resolve() for c in candidates if is_sweep(c))
     return sorted(found)
+
+
+def check_out(out: Path) -> Path:
+    """``out`` can hold run folders: it, or what of it exists, is a folder (not a file)."""
+    out = Path(out)
+    for folder in [out, *out.parents]:
+        if folder.exists():
+            if not folder.is_dir():
+                raise GenlabError(f"--out {out}: {folder} is a file, not a folder")
+            break
+    return out

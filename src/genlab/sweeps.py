@@ -27,7 +27,7 @@ from genlab.errors import GenlabError
 from genlab.fileio import read_json, write_json
 from genlab.launch import run_members
 from genlab.locks import lock_state
-from genlab.runs import CONFIG, SUMMARY, SWEEP
+from genlab.runs import CONFIG, SUMMARY, SWEEP, check_out
 from genlab.studies import Study
 from genlab.training.runtime import Runtime
 
@@ -67,6 +67,38 @@ def named(study: Study, name: str, flags: Mapping[str, Any]) -> list[Any]:
         valid = ", ".join(study.sweeps) or "none"
         raise GenlabError(f"--name {name!r}: {study.name} has no such sweep (valid: {valid})")
     return study.sweeps[name].expand(dict(flags))
+
+
+def build(
+    study: Study,
+    values: Mapping[str, Sequence[Any]],
+    out: Path,
+    *,
+    seeds: int | None = None,
+    name: str | None = None,
+    preset: str | None = None,
+) -> Sweep:
+    """The sweep the command line and the Python API describe: ``values`` maps each setting
+    given to the values it takes (a sequence setting's values are tuples); ``seeds`` adds
+    seeds 0..N-1; ``name`` is a named sweep, which takes single values. The seed varies
+    fastest in both."""
+    values = dict(values)
+    seed_values = seeds_values(seeds, values.pop("seed", None))
+    if name is None:
+        if seed_values is not None:
+            values["seed"] = seed_values
+        return make_sweep(study, expand(study, preset, values), out)
+    many = [flag(k) for k, v in values.items() if len(v) > 1]
+    if many or preset is not None:
+        given = ", ".join(many) or "--preset"
+        raise GenlabError(f"--name {name}: takes one value per setting and no --preset ({given})")
+    single = {k: v[0] for k, v in values.items()}
+    per_seed = [
+        named(study, name, single if s is None else {**single, "seed": s})
+        for s in seed_values or [None]
+    ]
+    cfgs = [cfgs[i] for i in range(len(per_seed[0])) for cfgs in per_seed]
+    return make_sweep(study, cfgs, out, name)
 
 
 def seeds_values(seeds: int | None, seed: Sequence[int] | None) -> list[int] | None:
@@ -123,19 +155,19 @@ def make_sweep(study: Study, configs: list[Any], out: Path, name: str | None = N
     for i, rid in enumerate(ids):
         if rid in seen:
             raise GenlabError(
-                f"members {seen[rid]} and {i} of the sweep are the same run ({rid}): "
-                "drop the repeated value"
+                f"members {seen[rid]} and {i} of the sweep are the same run ({rid}): a value "
+                "is given twice, or a preset or named sweep sets it to one already given"
             )
         seen[rid] = i
     digest = hashlib.sha256(" ".join(ids).encode()).hexdigest()[:8]
-    return Sweep(study, configs, Path(out) / study.name / f"sweep-{digest}", name)
+    return Sweep(study, configs, check_out(out) / study.name / f"sweep-{digest}", name)
 
 
 def parse_index(text: str, size: int) -> range:
     """``I`` or ``I-J`` (inclusive), 0-based, within the sweep's ``size`` members."""
     try:
-        first, _, last = text.partition("-")
-        lo, hi = int(first), int(last) if last else int(first)
+        first, dash, last = text.partition("-")
+        lo, hi = int(first), int(last if dash else first)
     except ValueError:
         raise GenlabError(f"--index {text!r}: must be I or I-J (e.g. 3 or 0-7)") from None
     if not 0 <= lo <= hi < size:
@@ -158,7 +190,10 @@ def write_record(sweep: Sweep) -> None:
     record = sweep.record()
     if target.exists():
         old = read_json(target)
-        if [m.get("run_id") for m in old.get("members", [])] != sweep.run_ids:
+        members = old.get("members") if isinstance(old, dict) else None
+        if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+            raise GenlabError(f"{target}: not a sweep record; remove it to start the sweep again")
+        if [m.get("run_id") for m in members] != sweep.run_ids:
             raise GenlabError(f"{target}: lists other members; use another --out")
         return
     write_json(target, record)

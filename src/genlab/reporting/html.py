@@ -177,16 +177,8 @@ def read_sweep_folder(path: Path, runs: list[RunView], *, draw_missing: bool = T
         view.problems.append(
             f"no {AGGREGATE}: members unfinished ({done} of {len(member_ids)} finished)"
         )
-    if view.aggregate is not None and draw_missing and not _pngs(path / FIGURES):
-        try:
-            reporting.plot_sweep(path)
-        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is noted, not fatal
-            view.problems.append(f"figures could not be drawn ({type(e).__name__}: {e})")
-    for png in _pngs(path / FIGURES):
-        try:
-            view.figures.append(_figure(png))
-        except OSError as e:
-            view.problems.append(f"{png.name}: unreadable ({e.strerror})")
+    draw = reporting.plot_sweep if view.aggregate is not None and draw_missing else None
+    view.figures = _figures(path, draw, view.problems)
     return view
 
 
@@ -228,16 +220,8 @@ def read_run(path: Path, *, draw_missing: bool = True) -> RunView:
         except GenlabError as e:
             view.state, view.summary = "broken", None
             view.problems.append(_short(e, path))
-    if view.state == "finished" and draw_missing and not _pngs(path / FIGURES):
-        try:
-            reporting.plot_run(path)
-        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is noted, not fatal
-            view.problems.append(f"figures could not be drawn ({type(e).__name__}: {e})")
-    for png in _pngs(path / FIGURES):
-        try:
-            view.figures.append(_figure(png))
-        except OSError as e:
-            view.problems.append(f"{png.name}: unreadable ({e.strerror})")
+    draw = reporting.plot_run if view.state == "finished" and draw_missing else None
+    view.figures = _figures(path, draw, view.problems)
     for file in sorted(path.glob("*.json")):
         if file.name not in (CONFIG, ENV, SUMMARY) and file.stat().st_size <= MAX_JSON_BYTES:
             try:
@@ -442,6 +426,23 @@ def _missing(path: Path) -> RunView:
 
 def _anchor(prefix: str, path: Path) -> str:
     return prefix + "".join(ch if ch.isalnum() else "-" for ch in str(path))
+
+
+def _figures(path: Path, draw: Callable[[Path], Any] | None, problems: list[str]) -> list[Figure]:
+    """The PNGs of ``path/figures``, drawn first by ``draw(path)`` if there are none; what
+    cannot be drawn or read is noted in ``problems``, never fatal."""
+    if draw is not None and not _pngs(path / FIGURES):
+        try:
+            draw(path)
+        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is noted
+            problems.append(f"figures could not be drawn ({type(e).__name__}: {e})")
+    figures = []
+    for png in _pngs(path / FIGURES):
+        try:
+            figures.append(_figure(png))
+        except OSError as e:
+            problems.append(f"{png.name}: unreadable ({e.strerror})")
+    return figures
 
 
 def _pngs(folder: Path) -> list[Path]:

@@ -7,18 +7,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from genlab import seeding
 from genlab.config import check_choices, flag, option
 from genlab.data import DATASETS, ImageDataset, Splits, channel_stats, load_dataset, take_subset
-from genlab.errors import GenlabError
+from genlab.errors import GenlabError, MembersFailed
 from genlab.models import MODELS, make_model
 from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
-from genlab.training import OPTIMIZERS, Normalizer, View, make_optimizer
+from genlab.training import OPTIMIZERS, Member, Normalizer, View, fit, make_optimizer
 from genlab.training.runtime import Runtime
 
 T = TypeVar("T")
@@ -129,6 +130,44 @@ def prepare(cfg: TrainConfig, rt: Runtime, shared: SharedData) -> Prepared:
         cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay
     )
     return Prepared(splits, train, rt.device, normalize, mean, std, model, optimizer)
+
+
+class Setup(Protocol):
+    """What a study's setup returns: at least the member to train."""
+
+    member: Member
+
+
+S = TypeVar("S", bound=Setup)
+
+
+def train_members(
+    members: list[tuple[Any, Run]],
+    rt: Runtime,
+    setup: Callable[[Any, Run, Runtime, SharedData], S],
+    finish: Callable[[Any, Run, S, Runtime], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The shape of every image study's ``run``: set each member up (data shared), train them
+    all with one ``fit``, finish each (summary.json). A member that fails (bad data, a diverged
+    loss) does not stop the others: the failures are raised together at the end."""
+    shared = SharedData()
+    ready: list[tuple[Any, Run, S]] = []
+    failures: list[tuple[Path, GenlabError]] = []
+    for cfg, run in members:
+        try:
+            ready.append((cfg, run, setup(cfg, run, rt, shared)))
+        except GenlabError as e:
+            failures.append((run.path, e))
+    fit([s.member for _, _, s in ready], rt)
+    summaries = []
+    for cfg, run, s in ready:
+        if s.member.error is not None:
+            failures.append((run.path, s.member.error))
+        else:
+            summaries.append(finish(cfg, run, s, rt))
+    if failures:
+        raise MembersFailed(failures, len(members))
+    return summaries
 
 
 def on_device(shared: SharedData, key: Hashable, dataset: ImageDataset, rt: Runtime) -> View:

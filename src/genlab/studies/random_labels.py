@@ -44,8 +44,9 @@ from genlab.studies.common import (
     prepare,
     record_dataset,
     summarize_views,
+    train_members,
 )
-from genlab.training import FitSpec, Member, View, fit
+from genlab.training import FitSpec, Member, View
 from genlab.training.runtime import Runtime
 
 VIEWS = ("test", "train_true", "train_noisy", "train_clean")
@@ -117,7 +118,10 @@ GRID_NOISE = (0.0, 0.5, 1.0)
 def report_grid(flags: dict[str, Any]) -> list[Config]:
     """The report's grid, p in GRID_NOISE x GRID_PRESETS: defaults < preset < ``flags`` < p."""
     if "label_noise" in flags:
-        raise GenlabError("--grid sets --label-noise itself (0, 0.5, 1); drop --label-noise")
+        raise GenlabError(
+            "the report grid (--grid, --name report) sets --label-noise itself (0, 0.5, 1); "
+            "drop --label-noise"
+        )
     base = to_dict(Config())
     return [
         from_dict(Config, {**base, **PRESETS[size], **flags, "label_noise": p})
@@ -145,10 +149,7 @@ class _Setup:
 
 def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     """Train every member (together where that pays: a grid's cohort), then summarize each."""
-    shared = SharedData()
-    setups = [_setup(cfg, run, rt, shared) for cfg, run in members]
-    fit([s.member for s in setups], rt)
-    return [_finish(cfg, run, s) for (cfg, run), s in zip(members, setups, strict=True)]
+    return train_members(members, rt, _setup, _finish)
 
 
 def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
@@ -235,7 +236,7 @@ def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
     return _Setup(member, prep, noise, num_noisy, num_clean)
 
 
-def _finish(cfg: Config, run: Run, setup: _Setup) -> dict[str, Any]:
+def _finish(cfg: Config, run: Run, setup: _Setup, rt: Runtime) -> dict[str, Any]:
     """summary.json from the history of a finished run."""
     history = setup.member.history
     threshold = cfg.stop_at_train_acc

@@ -44,8 +44,9 @@ from genlab.studies.common import (
     prepare,
     record_dataset,
     summarize_views,
+    train_members,
 )
-from genlab.training import FitSpec, Member, View, fit
+from genlab.training import FitSpec, Member, View
 from genlab.training.runtime import Runtime
 
 AUGMENTS = ("none", "double", "random")
@@ -91,13 +92,16 @@ RUN_ID_KEYS = ("dataset", "model", "width", "augment", "epochs", "seed")
 
 def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     """Train every member (together where that pays), then evaluate and summarize each."""
-    shared = SharedData()
-    setups = [_setup(cfg, run, rt, shared) for cfg, run in members]
-    fit([member for member, _ in setups], rt)
-    return [_finish(cfg, *setup, rt) for (cfg, _), setup in zip(members, setups, strict=True)]
+    return train_members(members, rt, _setup, _finish)
 
 
-def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> tuple[Member, Prepared]:
+@dataclass
+class _Setup:
+    member: Member
+    prep: Prepared
+
+
+def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
     prep = prepare(cfg, rt, shared)
     model = apply_invariance(prep.model, cfg.invariance)  # shares prep.optimizer's parameters
     key = (cfg.dataset, cfg.data_dir, cfg.train_subset)
@@ -115,7 +119,7 @@ def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> tuple[Memb
     member = Member(
         run, model, prep.optimizer, train, views, prep.normalize, prep.train.num_classes, spec
     )
-    return member, prep
+    return _Setup(member, prep)
 
 
 def _doubled(train: ImageDataset) -> ImageDataset:
@@ -123,10 +127,9 @@ def _doubled(train: ImageDataset) -> ImageDataset:
     return replace(train, images=images, labels=labels)
 
 
-def _finish(cfg: Config, member: Member, prep: Prepared, rt: Runtime) -> dict[str, Any]:
+def _finish(cfg: Config, run: Run, setup: _Setup, rt: Runtime) -> dict[str, Any]:
     """summary.json, views.json and invariance.json of a trained member."""
-    run, model, history = member.run, member.model, member.history
-    assert run is not None
+    prep, model, history = setup.prep, setup.member.model, setup.member.history
     summary = {
         "params": count_params(model),
         **summarize_views(history, list(VIEWS), prep.splits.train.classes),
@@ -160,7 +163,9 @@ def compare(flags: dict[str, Any]) -> list[Config]:
     whose parameter count is closest to Conv-4's (counted for 10 classes and 3 channels)."""
     for key in ("model", "augment", "invariance"):
         if key in flags:
-            raise GenlabError(f"--compare sets --{key} itself; drop --{key}")
+            raise GenlabError(
+                f"the comparison (--compare, --name compare) sets --{key} itself; drop --{key}"
+            )
     base = with_overrides(Config(), flags)
     cfgs = []
     for name, overrides in COMPARE:

@@ -81,6 +81,16 @@ def plan(model: torch.nn.Module, device: torch.device, k: int) -> Plan:
     return Plan(chunk=min(per_lane, CPU_CHUNK) if width <= GROUP_WIDTHS["cpu"] else 1, lanes=lanes)
 
 
+def claim_size(device: torch.device) -> int:
+    """The most members worth claiming to train side by side (measured above): on the CPU
+    ``lanes x CPU_CHUNK`` (K = 8 width-4 members fill 2 lanes of chunks of 4; K = 16 was no
+    faster per member), on CUDA 8 (the largest K measured in one grouped model). A sweep claims
+    its members this many at a time, so other processes can take the rest."""
+    if device.type == "cuda":
+        return 8
+    return max(1, torch.get_num_threads()) * CPU_CHUNK
+
+
 def in_lanes(jobs: Sequence[Callable[[threading.Event], T]], lanes: int) -> list[T]:
     """The results of ``jobs`` (independent of each other), in order. Each job is called with
     an event that asks it to stop early (``train_epoch``'s ``stop``). With ``lanes`` > 1 they

@@ -22,9 +22,11 @@ from functools import partial
 import torch
 from torch import nn
 
+from genlab.errors import GenlabError
 from genlab.runs import TENSORBOARD, Run
 from genlab.training.engine import (
     LogFn,
+    NonFiniteLoss,
     Normalizer,
     Timer,
     View,
@@ -63,18 +65,19 @@ class Member:
     stop: Callable[[Record], bool] | None = None  # True: stop after this epoch's record
     epoch: int = 0
     history: list[Record] = field(default_factory=list)
+    error: GenlabError | None = None  # why it left training early (a non-finite loss)
 
     @property
     def done(self) -> bool:
-        return bool(self.history and self.history[-1].get("stopped")) or (
-            self.epoch >= self.spec.epochs
-        )
+        stopped = bool(self.history and self.history[-1].get("stopped"))
+        return stopped or self.error is not None or self.epoch >= self.spec.epochs
 
 
 def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> list[list[Record]]:
     """Train every member to its ``spec.epochs`` (or its ``stop``), resuming each from its run
-    folder; returns each member's records. ``how`` fixes the plan (tests, benchmarks); None takes
-    ``plan``'s, the fastest measured."""
+    folder; returns each member's records. A member whose loss turns non-finite leaves with its
+    ``error`` set (its last good checkpoint kept) and the others go on. ``how`` fixes the plan
+    (tests, benchmarks); None takes ``plan``'s, the fastest measured."""
     for m in members:
         if m.train.mask is not None:
             raise ValueError("the training view takes every row: pass the kept rows, not a mask")
@@ -145,7 +148,11 @@ def _train(
         with Timer(rt.device) as t_eval:
             evaluations = in_lanes([partial(_evaluate, m, rt.precision) for m in cohort], now.lanes)
         for m, train_metrics, view_metrics in zip(cohort, results, evaluations, strict=True):
-            check_finite(epoch, {"train_loss": train_metrics["loss"]})
+            try:
+                check_finite(epoch, {"train_loss": train_metrics["loss"]})
+            except NonFiniteLoss as e:
+                m.error = e  # not recorded, not saved: its last good checkpoint stays
+                continue
             record: Record = {"epoch": epoch, **flatten_metrics(train_metrics, view_metrics)}
             record["stopped"] = bool(m.stop(record)) if m.stop is not None else False
             record["seconds"] = t_train.seconds / len(cohort)  # its share of the cohort's epoch
@@ -188,9 +195,8 @@ def resume(
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     fit_optimizer_to_device(optimizer)  # saved on another device, or before graphs existed
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    # nothing in training draws from PyTorch's global generators (the data order of an epoch
+    # comes from (seed, epoch)), so their saved state is a record, not something to restore
     log(f"resuming {run.path} after epoch {state['epoch']}")
     return state["epoch"], run.keep_metrics(state["epoch"])
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from genlab.errors import GenlabError
 from genlab.training.device import configure_threads, resolve_device
 from genlab.training.engine import cuda_graphs_enabled, resolve_precision
 
@@ -46,6 +47,8 @@ class Runtime:
     ) -> Runtime:
         """Check and resolve the settings: ``device`` auto/cpu/cuda[:N], ``precision``
         auto/fp32/bf16, ``threads`` None = GENLAB_THREADS or one per physical core."""
+        if threads is not None and threads < 1:
+            raise GenlabError(f"--threads {threads}: must be >= 1")
         dev = resolve_device(device)
         return cls(
             dev,
