@@ -385,6 +385,5 @@ def _print_members(sweep: Any, log: Any, index: range | None = None) -> None:
     swept = sweep.swept
     log(f"{sweep.study.name} sweep: {len(sweep.configs)} members in {sweep.folder}")
     for i, cfg, path in sweep.members(index):
-        values = to_dict(cfg)
-        shown = " ".join(f"{flag(k)} {_show(values[k])}" for k in swept)
+        shown = " ".join(f"{flag(k)} {_show(getattr(cfg, k))}" for k in swept)
         log(f"  [{i}] {path.name}  {shown}")
