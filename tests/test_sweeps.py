@@ -346,6 +346,8 @@ def test_a_member_that_fails_does_not_stop_the_others(no_figures, tmp_path, caps
     for member in json.loads((folder / "sweep.json").read_text())["members"]:
         states[member["config"]["lr"]] = sweeps.member_state(folder / member["run_id"])
     assert states == {0.05: "finished", 1e20: "new"}  # diverged in epoch 1: nothing kept
+    entries = json.loads((folder / "aggregate.json").read_text())["entries"]
+    assert [(e["settings"]["lr"], e["n"]) for e in entries] == [(0.05, 1)]  # what finished
 
     args = ["sweep", "robustness", *FAST, "--train-subset", "100", "100000", "--out"]
     assert main([*args, str(tmp_path / "b")]) == 1
@@ -393,3 +395,20 @@ def test_a_sequence_setting_is_one_value_in_python_unless_a_list_of_lists(tmp_pa
     two = genlab.sweep("memorization-map", out=tmp_path, quiet=True, widths=[[1], [2]], **tiny)
     record = json.loads((two / "sweep.json").read_text())
     assert [m["config"]["widths"] for m in record["members"]] == [[1], [2]]
+
+
+def test_a_failing_member_of_a_study_run_member_by_member_is_the_only_one_named(
+    no_figures, tmp_path, capsys
+):
+    args = ["sweep", "memorization-map", "--dataset", "synthetic", "--n", "100000", "20"]
+    args += ["--widths", "2", "--noise-levels", "0", "--epochs", "1", "--out", str(tmp_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 of 2 members failed" in err
+    assert err.count("--n 100000: the training split has only") == 1
+    folder = sweep_folder(tmp_path, "memorization-map")
+    finished = [p for p in folder.iterdir() if (p / "summary.json").exists()]
+    assert (
+        len(finished) == 1
+        and json.loads((finished[0] / "config.json").read_text())["config"]["n"] == 20
+    )

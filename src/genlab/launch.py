@@ -17,7 +17,7 @@ from typing import Any
 from genlab.config import identity_dict, run_id, to_dict
 from genlab.errors import GenlabError, MembersFailed
 from genlab.locks import Locked, RunLock
-from genlab.runs import FIGURES, SUMMARY, Run, check_out, environment
+from genlab.runs import FIGURES, Run, check_out, environment
 from genlab.studies import Study
 from genlab.training.grouped import claim_size
 from genlab.training.runtime import Runtime
@@ -93,6 +93,4 @@ def _train(study: Study, claimed: list[tuple[Any, Run]], rt: Runtime) -> dict[Pa
         study.run(claimed, rt)
     except MembersFailed as e:
         return {Path(p): error for p, error in e.failures}  # type: ignore[arg-type]
-    except GenlabError as e:  # a study that runs its members one by one stopped at one
-        return {run.path: e for _, run in claimed if not (run.path / SUMMARY).exists()}
     return {}

@@ -203,14 +203,17 @@ def run_sweep(
     sweep: Sweep, rt: Runtime, *, index: range | None = None, force: bool = False
 ) -> Path:
     """Train the sweep's members (those in ``index``) that are not finished, skipping members
-    another process holds; then aggregate and draw what is finished. Returns the sweep folder."""
+    another process holds; then aggregate and draw what is finished (also when members failed:
+    their ``MembersFailed`` is raised after). Returns the sweep folder."""
     from genlab.reporting import plot_sweep
 
     write_record(sweep)
     members = [(cfg, path) for _, cfg, path in sweep.members(index)]
-    run_members(sweep.study, members, rt, force=force, skip_locked=True)
-    write_aggregate(aggregate_members(sweep), sweep.folder)
-    plot_sweep(sweep.folder)
+    try:
+        run_members(sweep.study, members, rt, force=force, skip_locked=True)
+    finally:  # what finished is aggregated and drawn even when some members failed
+        write_aggregate(aggregate_members(sweep), sweep.folder)
+        plot_sweep(sweep.folder)
     return sweep.folder
 
 

@@ -170,6 +170,22 @@ def train_members(
     return summaries
 
 
+def run_each(
+    members: list[tuple[Any, Run]], run_one: Callable[[Any, Run], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``run_one`` for each member in turn (studies whose members do not train together); one
+    that fails does not stop the others, and the failures are raised together at the end."""
+    summaries, failures = [], []
+    for cfg, run in members:
+        try:
+            summaries.append(run_one(cfg, run))
+        except GenlabError as e:
+            failures.append((run.path, e))
+    if failures:
+        raise MembersFailed(failures, len(members))
+    return summaries
+
+
 def on_device(shared: SharedData, key: Hashable, dataset: ImageDataset, rt: Runtime) -> View:
     """``dataset`` as a view on the device, moved once per command for ``key``."""
     return shared.get(("view", key, str(rt.device)), lambda: to_view(dataset, rt.device))

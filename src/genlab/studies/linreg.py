@@ -38,6 +38,7 @@ from genlab.errors import GenlabError
 from genlab.fileio import atomic_write
 from genlab.models import linear as lin
 from genlab.runs import ARRAYS, DATASET, DOUBLE_DESCENT, METRICS, RIDGE, Run
+from genlab.studies.common import run_each
 from genlab.training.engine import LogFn
 from genlab.training.runtime import Runtime
 
@@ -126,7 +127,7 @@ def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return [_run(cfg, run, log=rt.log) for cfg, run in members]
+        return run_each(members, lambda cfg, run: _run(cfg, run, log=rt.log))
 
 
 def _run(cfg: Config, run: Run, *, log: LogFn) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from genlab.models import count_params, make_model
 from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
 from genlab.seeding import seed_from, stream
-from genlab.studies.common import check_training, shared_option
+from genlab.studies.common import check_training, run_each, shared_option
 from genlab.training import FitSpec, Member, Normalizer, View, evaluate, fit, make_optimizer
 from genlab.training.runtime import Runtime
 
@@ -95,7 +95,7 @@ RUN_ID_KEYS = ("dataset", "n", "epochs", "seed")
 
 def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     """Each map in turn (a map's cells already train together, row by row)."""
-    return [_run_map(cfg, run, rt) for cfg, run in members]
+    return run_each(members, lambda cfg, run: _run_map(cfg, run, rt))
 
 
 def _run_map(cfg: Config, run: Run, rt: Runtime) -> dict[str, Any]:

@@ -352,7 +352,7 @@ def check_finite(epoch: int, record: Mapping[str, object]) -> None:
     loss = record["train_loss"]
     if not math.isfinite(loss):  # type: ignore[arg-type]
         raise NonFiniteLoss(
-            f"epoch {epoch}: training loss is {loss}; stopped (the last good checkpoint is kept). "
+            f"epoch {epoch}: training loss is {loss}; stopped (the last good checkpoint, if any, is kept). "
             "Try a smaller --lr."
         )
 
