@@ -37,7 +37,8 @@ def members_like_single_runs(seeds, width=2, num_classes=4, dtype=torch.float32)
 def test_grouped_forward_equals_each_member():
     models = members_like_single_runs(SEEDS, width=3, num_classes=10)
     grouped = GroupedConv4(models)
-    x = [torch.randn(5, 3, 32, 32) for _ in SEEDS]
+    gen = torch.Generator().manual_seed(0)  # fixed inputs: tolerances are for these
+    x = [torch.randn(5, 3, 32, 32, generator=gen) for _ in SEEDS]
     for mode in ("train", "eval"):
         for m in [grouped, *models]:
             m.train(mode == "train")
@@ -58,15 +59,26 @@ def test_a_grouped_chunk_with_few_channels_takes_genlabs_batchnorm_and_equals_it
     assert grouped.features[1]._wide_path(
         torch.zeros(2, 8, 4, 4).to(memory_format=torch.channels_last)
     )
-    x = [torch.randn(16, 3, 32, 32).to(memory_format=torch.channels_last) for _ in range(2)]
+    gen = torch.Generator().manual_seed(0)  # fixed inputs: tolerances are for these
+    x = [
+        torch.randn(16, 3, 32, 32, generator=gen).to(memory_format=torch.channels_last)
+        for _ in range(2)
+    ]
     out = grouped(torch.cat(x, 1).contiguous(memory_format=torch.channels_last))
     out.square().sum().backward()
     for k, m in enumerate(models):
         mine = m(x[k])
         torch.testing.assert_close(out[:, k], mine, rtol=1e-4, atol=1e-5)
         mine.square().sum().backward()
+        weights = dict(m.named_parameters())
         for (name, p), g in zip(m.named_parameters(), grouped.parameters(), strict=True):
             part = grouped.member_view(name, g.grad)[k].reshape(p.shape)
+            paired = weights.get(name.replace(".bias", ".weight"))
+            if name.endswith(".bias") and paired is not None and paired.ndim == 4:
+                # a conv bias feeding BatchNorm has a gradient of exactly zero in exact
+                # arithmetic: both sides hold rounding noise (see the Adam test below)
+                assert part.abs().max() < 1e-3 and p.grad.abs().max() < 1e-3
+                continue
             torch.testing.assert_close(part, p.grad, rtol=1e-3, atol=1e-4)
 
 

@@ -335,9 +335,8 @@ def _run(args: argparse.Namespace, rt: Any) -> int:
             raise GenlabError(
                 f"{study.sweeps[args.named_sweep].flag} sets its own settings; drop --preset"
             )
-        sweep = sweeps.make_sweep(
-            study, sweeps.named(study, args.named_sweep, settings), args.out, args.named_sweep
-        )
+        single = {k: [v] for k, v in settings.items()}
+        sweep = sweeps.build(study, single, args.out, name=args.named_sweep)
         _print_members(sweep, rt.log)
         print(f"results: {sweeps.run_sweep(sweep, rt, force=args.force)}")
         return 0

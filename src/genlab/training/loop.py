@@ -99,9 +99,9 @@ def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> l
         for together in _partition(members):
             first = how or plan(together[0].model, rt.device, len(together))
             # a plan of one chunk in one lane trains one after another: each member to its end
-            runs = [together] if first != Plan() else [[m] for m in together]
-            for cohort in runs:
-                _train(cohort, rt, how, progress, prefix=not alone)
+            groups = [together] if first != Plan() else [[m] for m in together]
+            for group in groups:
+                _train(group, rt, how, progress, prefix=not alone)
     finally:
         for p in progress.values():
             p.close()
