@@ -12,7 +12,7 @@ TORCH  ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,tensorboard]"
+	$(PY) -m pip install -q -e ".[test,tensorboard,slurm,dask]"
 	touch $@
 
 setup: $(VENV)/.installed

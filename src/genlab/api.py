@@ -78,13 +78,22 @@ def sweep(
     compile: bool = False,
     threads: int | None = None,
     tensorboard: bool = False,
+    launcher: str = "local",
+    scheduler: str | None = None,
+    slurm: dict[str, Any] | None = None,
+    wait: bool = True,
     **settings: Any,
 ) -> Path:
     """Run a sweep of ``study``: a list value sweeps that setting (the Cartesian product of all
     lists; a sequence setting such as the map's ``widths`` takes a list of lists); ``seeds=N``
     adds seeds 0..N-1 (or give ``seed=[...]``); ``name`` runs a named sweep (e.g. ``"report"``,
-    ``"compare"``) with single values. Returns the sweep folder."""
-    from genlab import sweeps
+    ``"compare"``) with single values. Returns the sweep folder.
+
+    ``launcher="slurm"`` submits it as one job array (``slurm``: the ``SlurmOptions`` fields,
+    e.g. ``{"partition": "gpu", "gpus_per_task": 1, "extra": {"account": "lab"}}``);
+    ``launcher="dask"`` sends it to the Dask scheduler at ``scheduler`` (or a local cluster);
+    ``wait=False`` returns once submitted (``genlab.launchers``)."""
+    from genlab import launchers, sweeps
     from genlab.config import sequence_fields
     from genlab.studies import study as find
 
@@ -100,8 +109,30 @@ def sweep(
     values = {k: options(k, v) for k, v in settings.items()}
     planned = sweeps.build(entry, values, Path(out), seeds=seeds, name=name, preset=preset)
     picked = None if index is None else sweeps.parse_index(index, len(planned.configs))
-    rt = _runtime(device, precision, compile, threads, quiet, tensorboard)
-    return sweeps.run_sweep(planned, rt, index=picked, force=force)
+    launchers.check_options(
+        launcher, slurm=slurm is not None, scheduler=scheduler, wait=wait, index=index, force=force
+    )
+    elsewhere = launcher != "local"  # the nodes resolve the device
+    rt = _runtime("cpu" if elsewhere else device, precision, compile, threads, quiet, tensorboard)
+    if not elsewhere:
+        return sweeps.run_sweep(planned, rt, index=picked, force=force)
+    options: dict[str, Any] = {"scheduler": scheduler}
+    if launcher == "slurm":
+        from genlab.launchers.slurm import SlurmOptions
+
+        options["slurm"] = SlurmOptions.of(slurm or {})
+    return launchers.send(
+        planned,
+        launcher,
+        rt,
+        wait=wait,
+        device=device,
+        precision=precision,
+        compile=compile,
+        threads=threads,
+        tensorboard=tensorboard,
+        **options,
+    )
 
 
 @dataclass

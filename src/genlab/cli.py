@@ -144,6 +144,50 @@ def _common_flags(parser: argparse.ArgumentParser, *, trains: bool = True) -> No
         )
 
 
+def _launcher_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "launchers",
+        "hand the sweep to a Slurm cluster or Dask workers (run folders on a path "
+        "every node sees, genlab installed on every node)",
+    )
+    group.add_argument(
+        "--launcher",
+        choices=("local", "slurm", "dask"),
+        default="local",
+        help="local: train here (default); slurm: one job array via submitit; dask: tasks on "
+        "a Dask cluster (--scheduler) or on a local one",
+    )
+    group.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="submit and return (slurm, or dask with --scheduler); run the command again to see "
+        "the state and retry what failed",
+    )
+    group.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler")
+    for name, kind, default, help_ in (
+        ("partition", str, None, "partition (default: the cluster's)"),
+        ("gpus-per-task", int, 0, "GPUs per array task"),
+        ("cpus-per-task", int, 1, "CPUs per array task, also its PyTorch threads"),
+        ("mem-gb", float, 4.0, "memory per array task, GB"),
+        ("time-min", int, 60, "time limit per task in minutes (then requeued, resumed)"),
+        ("array-parallelism", int, 256, "the most tasks running at once"),
+    ):
+        group.add_argument(
+            f"--slurm-{name}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            metavar=name.split("-")[0].upper(),
+            help=f"{help_} (default: {'none' if default is None else default})",
+        )
+    group.add_argument(
+        "--slurm-extra",
+        nargs="+",
+        default=argparse.SUPPRESS,
+        metavar="KEY=VALUE",
+        help="any other sbatch option: account=lab qos=high constraint=a100 exclusive",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from genlab.studies import STUDIES
 
@@ -190,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument(
                     "--dry-run", action="store_true", help="print the members and train nothing"
                 )
+                _launcher_flags(p)
             else:
                 for named in study.sweeps.values():  # e.g. --grid, --compare
                     p.add_argument(
@@ -251,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
 def _runtime(args: argparse.Namespace) -> Any:
     from genlab.training.runtime import Runtime
 
+    elsewhere = getattr(args, "launcher", "local") != "local"  # the nodes resolve the device
     return Runtime.resolve(
-        device=args.device,
+        device="cpu" if elsewhere else args.device,
         precision=args.precision,
         compile=args.compile,
         threads=args.threads,
@@ -349,7 +395,7 @@ def _run(args: argparse.Namespace, rt: Any) -> int:
 
 
 def _sweep(args: argparse.Namespace, rt: Any) -> int:
-    from genlab import sweeps
+    from genlab import launchers, sweeps
     from genlab.studies import STUDIES
 
     study = STUDIES[args.study]
@@ -369,6 +415,19 @@ def _sweep(args: argparse.Namespace, rt: Any) -> int:
         preset=getattr(args, "preset", None),
     )
     index = None if args.index is None else sweeps.parse_index(args.index, len(sweep.configs))
+    slurm = {k[6:]: v for k, v in vars(args).items() if k.startswith("slurm_")}
+    if slurm and args.launcher != "slurm":  # named: the generic check says --slurm-*
+        given = ", ".join(f"--slurm-{k.replace('_', '-')}" for k in slurm)
+        raise GenlabError(f"{given}: only with --launcher slurm")
+    launchers.check_options(
+        args.launcher,
+        scheduler=args.scheduler,
+        wait=not args.no_wait,
+        index=args.index,
+        force=args.force,
+    )
+    if args.launcher != "local" and not args.dry_run:
+        return _launch(args, sweep, slurm, rt)
     if args.list:
         for i, _, path in sweep.members(index):
             print(f"{i:>4}  {path.name}  {sweeps.member_state(path)}")
@@ -377,6 +436,41 @@ def _sweep(args: argparse.Namespace, rt: Any) -> int:
     if args.dry_run:
         return 0
     print(f"results: {sweeps.run_sweep(sweep, rt, index=index, force=args.force)}")
+    return 0
+
+
+def _launch(args: argparse.Namespace, sweep: Any, slurm: dict[str, Any], rt: Any) -> int:
+    """``genlab sweep ... --launcher slurm|dask``: submit, wait, aggregate (or list). The
+    device is the nodes' (``rt`` here is this machine's: logging, threads)."""
+    from genlab import launchers
+
+    options: dict[str, Any] = {
+        "device": args.device,
+        "precision": args.precision,
+        "compile": args.compile,
+        "threads": args.threads,
+        "tensorboard": args.tensorboard,
+        "scheduler": args.scheduler,
+    }
+    if args.launcher == "slurm":
+        from genlab.launchers.slurm import SlurmOptions, parse_extra
+
+        slurm["extra"] = parse_extra(slurm.get("extra", []))
+        options["slurm"] = SlurmOptions(**slurm)
+    if args.list:
+        for line in launchers.listing(sweep, args.launcher, rt, **options):
+            print(line)
+        return 0
+    folder = launchers.send(
+        sweep,
+        args.launcher,
+        rt,
+        wait=not args.no_wait,
+        announce=lambda: _print_members(sweep, rt.log),
+        **options,
+    )
+    if not args.no_wait:
+        print(f"results: {folder}")
     return 0
 
 

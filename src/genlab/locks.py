@@ -30,6 +30,7 @@ from genlab.errors import GenlabError
 HEARTBEAT_S = 30.0
 STALE_S = 120.0
 _TRIES = 20  # attempts against a file that keeps being unlinked/replaced under us
+_PROBE_RETRIES = 5  # attempts at the exclusive flock, 10 ms apart (a probe is not a holder)
 _UNKNOWN = {"host": "?", "pid": "?", "since": "?", "heartbeat": None}
 # Locks this process holds, by real path. Over NFS, Linux emulates flock with POSIX locks, which
 # belong to the process and vanish when it closes ANY fd on the file: so inside this process a
@@ -129,7 +130,7 @@ class RunLock:
         for _ in range(_TRIES):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the kernel applies the umask
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _exclusive(fd)
             except BlockingIOError:
                 rec = _read(fd)
                 os.close(fd)
@@ -223,6 +224,19 @@ class RunLock:
             return _read(fd)
         finally:
             os.close(fd)
+
+
+def _exclusive(fd: int) -> None:
+    """flock LOCK_EX without waiting for a holder, but past ``lock_state``'s probes: a probe
+    holds a shared lock for microseconds, so a few short retries tell it from a holder."""
+    for attempt in range(_PROBE_RETRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == _PROBE_RETRIES - 1:
+                raise
+            time.sleep(0.01)
 
 
 def lock_state(run_dir: Path) -> dict[str, Any] | None:

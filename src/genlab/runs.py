@@ -23,10 +23,12 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +180,14 @@ def environment(seed: int | None, runtime: dict[str, Any]) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "seed": seed,
         "argv": sys.argv,
+        # who trained it: a run resumed by another process or node adds an entry of its own
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if "SLURM_JOB_ID" in os.environ:  # the array task, as squeue and sacct name it
+        array = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        env["slurm_job"] = "_".join(array) if all(array) else os.environ["SLURM_JOB_ID"]
     device = str(runtime.get("device", "cpu"))
     if device.startswith("cuda") and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(device)

@@ -29,6 +29,7 @@ from genlab.launch import run_members
 from genlab.locks import lock_state
 from genlab.runs import CONFIG, SUMMARY, SWEEP, check_out
 from genlab.studies import Study
+from genlab.studies import study as find_study
 from genlab.training.runtime import Runtime
 
 
@@ -205,16 +206,39 @@ def run_sweep(
     """Train the sweep's members (those in ``index``) that are not finished, skipping members
     another process holds; then aggregate and draw what is finished (also when members failed:
     their ``MembersFailed`` is raised after). Returns the sweep folder."""
-    from genlab.reporting import plot_sweep
-
     write_record(sweep)
     members = [(cfg, path) for _, cfg, path in sweep.members(index)]
     try:
         run_members(sweep.study, members, rt, force=force, skip_locked=True)
     finally:  # what finished is aggregated and drawn even when some members failed
-        write_aggregate(aggregate_members(sweep), sweep.folder)
-        plot_sweep(sweep.folder)
+        finish(sweep)
     return sweep.folder
+
+
+def finish(sweep: Sweep) -> None:
+    """Aggregate and draw the members that are finished (aggregate.json/.csv, the figures)."""
+    from genlab.reporting import plot_sweep
+
+    write_aggregate(aggregate_members(sweep), sweep.folder)
+    plot_sweep(sweep.folder)
+
+
+def load(folder: Path) -> Sweep:
+    """The sweep recorded in ``folder/sweep.json`` (what a launcher's task trains from)."""
+    target = Path(folder) / SWEEP
+    if not target.is_file():
+        raise GenlabError(f"{target}: no such sweep record")
+    record = read_json(target)
+    try:
+        entry = find_study(record["study"])
+        configs = [from_dict(entry.config, m["config"]) for m in record["members"]]
+        recorded = [m["run_id"] for m in record["members"]]
+    except (KeyError, TypeError) as e:
+        raise GenlabError(f"{target}: not a sweep record ({e})") from None
+    sweep = Sweep(entry, configs, Path(folder), record.get("name"))
+    if sweep.run_ids != recorded:
+        raise GenlabError(f"{target}: its run ids do not match its configs (another genlab?)")
+    return sweep
 
 
 def aggregate_members(sweep: Sweep) -> list[dict[str, Any]]:

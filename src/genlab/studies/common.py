@@ -228,3 +228,16 @@ def summarize_views(
     out["seconds"] = sum(r["seconds"] + r["eval_seconds"] for r in history)
     out["seconds_per_epoch"] = out["seconds"] / len(history)
     return out
+
+
+def cohort_width(cfg: Any) -> int | None:
+    """The Conv-4 width at which members like ``cfg`` (equal but for the seed) can share a
+    cohort in ``fit``, or None when each trains alone: what ``together_key`` finds on the
+    members built from such configs (a plain Conv-4, no per-batch flips, no invariance
+    wrapper), known before any data is loaded."""
+    plain = (
+        getattr(cfg, "model", None) == "conv4"
+        and getattr(cfg, "augment", "none") != "random"
+        and getattr(cfg, "invariance", "none") == "none"
+    )
+    return cfg.width if plain else None

@@ -56,7 +56,7 @@ GROUP_WIDTHS = {"cpu": 4, "cuda": 16}  # the widest member that trains in groupe
 CPU_CHUNK = 4  # the largest grouped chunk on one CPU thread (2 and 4 measured alike, 8 slower)
 
 
-def plan(model: torch.nn.Module, device: torch.device, k: int) -> Plan:
+def plan(model: torch.nn.Module, device: torch.device, k: int, threads: int | None = None) -> Plan:
     """The fastest way measured (benchmarks/bench_training.py, aggregate images/s against
     training the K members one after another on all threads) to train ``k`` members like
     ``model``:
@@ -69,26 +69,29 @@ def plan(model: torch.nn.Module, device: torch.device, k: int) -> Plan:
       of 4 1.5-1.8x; K = 3 in chunks [2, 1] 1.1-1.3x. Width 8: K = 8 one by one in 2 lanes
       1.08-1.22x (grouped 0.57x), but K = 3 0.94x: 2 + 1 members leave a lane idle. Width 16
       (1.09x at K = 4) and 64 (1.04x at K = 2) gain nothing: one by one on all threads.
-      Machines with more cores get min(K, threads) lanes by extrapolation."""
+      Machines with more cores get min(K, threads) lanes by extrapolation.
+    ``threads``: the intra-op threads it will train with (default: this process's now)."""
     width = getattr(model, "width", None)
     if width is None or k < 2:
         return Plan()
     if device.type == "cuda":
         return Plan(chunk=k if width <= GROUP_WIDTHS["cuda"] else 1)
     small = width <= 4 or (width <= 8 and k >= 4)
-    lanes = min(k, torch.get_num_threads()) if small and lanes_work() else 1
+    threads = torch.get_num_threads() if threads is None else threads
+    lanes = min(k, threads) if small and lanes_work() else 1
     per_lane = -(-k // lanes)
     return Plan(chunk=min(per_lane, CPU_CHUNK) if width <= GROUP_WIDTHS["cpu"] else 1, lanes=lanes)
 
 
-def claim_size(device: torch.device) -> int:
+def claim_size(device: torch.device, threads: int | None = None) -> int:
     """The most members worth claiming to train side by side (measured above): on the CPU
     ``lanes x CPU_CHUNK`` (K = 8 width-4 members fill 2 lanes of chunks of 4; K = 16 was no
     faster per member), on CUDA 8 (the largest K measured in one grouped model). A sweep claims
-    its members this many at a time, so other processes can take the rest."""
+    its members this many at a time, so other processes can take the rest. ``threads``: as in
+    ``plan``."""
     if device.type == "cuda":
         return 8
-    return max(1, torch.get_num_threads()) * CPU_CHUNK
+    return max(1, torch.get_num_threads() if threads is None else threads) * CPU_CHUNK
 
 
 def in_lanes(jobs: Sequence[Callable[[threading.Event], T]], lanes: int) -> list[T]:
