@@ -48,7 +48,8 @@ def slurm_cluster():
 def _cancel_what_the_test_submitted(tmp_path):
     """Stop what a test started, also when it fails midway: its jobs are in jobs/ records."""
     yield
-    ids = {job["job_id"] for folder in tmp_path.rglob("jobs") for job in read_jobs(folder.parent)}
+    jobs = [job for f in tmp_path.rglob("jobs") for job in read_jobs(f.parent, "slurm")]
+    ids = {job["job_id"] for job in jobs}
     if ids:
         subprocess.run(["scancel", *sorted(ids)], check=False)
 
