@@ -164,20 +164,23 @@ def _launcher_flags(parser: argparse.ArgumentParser) -> None:
         "the state and retry what failed",
     )
     group.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="the Dask scheduler")
-    for name, kind, default, help_ in (
-        ("partition", str, None, "partition (default: the cluster's)"),
-        ("gpus-per-task", int, 0, "GPUs per array task"),
-        ("cpus-per-task", int, 1, "CPUs per array task, also its PyTorch threads"),
-        ("mem-gb", float, 4.0, "memory per array task, GB"),
-        ("time-min", int, 60, "time limit per task in minutes (then requeued, resumed)"),
-        ("array-parallelism", int, 256, "the most tasks running at once"),
+    from genlab.launchers.slurm import SlurmOptions  # imports without submitit
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SlurmOptions)}
+    for name, kind, help_ in (
+        ("partition", str, "partition; none: the cluster's default"),
+        ("gpus_per_task", int, "GPUs per array task"),
+        ("cpus_per_task", int, "CPUs per array task, also its PyTorch threads"),
+        ("mem_gb", float, "memory per array task, GB"),
+        ("time_min", int, "time limit per task in minutes (then requeued, resumed)"),
+        ("array_parallelism", int, "the most tasks running at once"),
     ):
         group.add_argument(
-            f"--slurm-{name}",
+            f"--slurm-{name.replace('_', '-')}",
             type=kind,
             default=argparse.SUPPRESS,
-            metavar=name.split("-")[0].upper(),
-            help=f"{help_} (default: {'none' if default is None else default})",
+            metavar=name.split("_")[0].upper(),
+            help=f"{help_} (default: {_show(defaults[name])})",
         )
     group.add_argument(
         "--slurm-extra",
@@ -456,7 +459,7 @@ def _launch(args: argparse.Namespace, sweep: Any, slurm: dict[str, Any], rt: Any
         from genlab.launchers.slurm import SlurmOptions, parse_extra
 
         slurm["extra"] = parse_extra(slurm.get("extra", []))
-        options["slurm"] = SlurmOptions(**slurm)
+        options["slurm"] = SlurmOptions.of(slurm)
     if args.list:
         for line in launchers.listing(sweep, args.launcher, rt, **options):
             print(line)

@@ -310,13 +310,11 @@ def listing(sweep: Any, launcher: str, rt: Runtime, **options: Any) -> list[str]
     if launcher != "dask" or options.get("scheduler"):  # a local Dask cluster ended already
         engine, _ = open_engine(sweep, launcher, cores=rt.threads, **options)
         try:
-            recorded = [t for job in read_jobs(sweep.folder, engine.name) for t in job["tasks"]]
-            outcomes = engine.poll(recorded)
+            watch = Watch(sweep, engine)
+            watch.look()
+            labels = watch.live
         finally:
             engine.close()
-        for t in recorded:
-            if outcomes[t["id"]].status == "live":
-                labels.update(dict.fromkeys(task_range(t), outcomes[t["id"]].label))
     return [
         f"{i:>4}  {path.name}  {sweeps.member_state(path)}  {labels.get(i, '')}".rstrip()
         for i, _, path in sweep.members()
