@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from genlab import cli
-from genlab.runs import CONFIG, DATASET, ENV, FIGURES, METRICS, SUMMARY
+from genlab.runs import CONFIG, DATASET, ENV, FIGURE_LIST, FIGURES, METRICS, SUMMARY
 
 FAST = ["--width", "2", "--epochs", "2", "--device", "cpu", "--quiet"]
 
@@ -49,7 +49,7 @@ def test_run_robustness_end_to_end(tmp_path, capsys):
     assert len(dataset["normalization"]["mean"]) == 3
     summary = json.loads((run_dir / SUMMARY).read_text())
     assert summary["epochs"] == 2 and summary["params"] > 0
-    assert {p.name for p in (run_dir / FIGURES).iterdir()} == {
+    drawn = {
         "accuracy.png",
         "per_class_accuracy.png",
         "per_class_bars.png",
@@ -57,6 +57,8 @@ def test_run_robustness_end_to_end(tmp_path, capsys):
         "views_table.md",
         "invariance.png",
     }
+    assert {p.name for p in (run_dir / FIGURES).iterdir()} == drawn | {FIGURE_LIST}
+    assert set(json.loads((run_dir / FIGURES / FIGURE_LIST).read_text())) == drawn  # written last
 
 
 def test_preset_then_flags(tmp_path, capsys):

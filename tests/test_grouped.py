@@ -248,6 +248,7 @@ def test_members_in_lanes_equal_single_runs_on_one_thread_exactly(tmp_path, two_
         for mine, ref in zip(histories[k], history, strict=True):
             assert mine.pop("group_size") == 1 and mine.pop("lanes") == 2
             assert ref.pop("group_size") == 1 and ref.pop("lanes") == 1
+            assert len(mine.pop("cohort")) == len(histories) and len(ref.pop("cohort")) == 1
             assert {n: v for n, v in mine.items() if "seconds" not in n} == {
                 n: v for n, v in ref.items() if "seconds" not in n
             }

@@ -147,11 +147,20 @@ def test_shared_cifar10_jpeg_folder(tmp_path):
     assert torch.allclose(mean, torch.tensor([0.485, 0.477, 0.439], dtype=torch.double), atol=0.01)
 
 
-def test_dangling_links_and_non_files_are_skipped(tmp_path):
+def test_an_image_name_that_is_no_image_file_is_named_not_skipped(tmp_path):
+    """Skipping it would load a different dataset than the folder shows (more in
+    test_dataset_entries.py); names without an image suffix are still ignored."""
     root = make_folder(tmp_path / "ds")
-    (root / "train" / "ant" / "gone.png").symlink_to(tmp_path / "nowhere.png")
-    (root / "train" / "ant" / "folder.png").mkdir()
+    (root / "train" / "ant" / "notes").mkdir()
+    (root / "train" / "ant" / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
     assert len(load_image_folder(root, quiet=True).train) == 9
+    (root / "train" / "ant" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(GenlabError, match=r"ant/gone.png: broken symbolic link"):
+        load_image_folder(root, quiet=True)
+    (root / "train" / "ant" / "gone.png").unlink()
+    (root / "train" / "ant" / "folder.png").mkdir()
+    with pytest.raises(GenlabError, match=r"ant/folder.png: a folder, not a regular file"):
+        load_image_folder(root, quiet=True)
 
 
 def test_an_unwritable_cache_costs_time_not_the_run(tmp_path, monkeypatch, capsys):

@@ -245,6 +245,7 @@ def test_cli_runs_the_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
         s["sgd_final_train_mse"]
     )
     assert {p.name for p in (run_dir / "figures").iterdir()} == {
+        "figures.json",  # the list of the others, written last
         "spectrum.png",
         "sgd_curves.png",
         "ridge_path.png",
@@ -348,3 +349,124 @@ def test_an_interrupted_run_reruns_to_the_same_result(tmp_path: Path) -> None:
     assert {k: again[k] for k in REQUIRED} == {k: first[k] for k in REQUIRED}
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 61 and json.loads(lines[-1])["epoch"] == 60
+
+
+# -- with --data, the config records the file's shape ------------------------------------------
+
+
+def test_data_sets_n_p_and_n_test_in_the_config_and_the_folder_name(tmp_path: Path) -> None:
+    from genlab.config import from_dict, run_id, to_dict
+
+    data = str(_npz(tmp_path / "mine.npz", **_arrays()))  # 20 x 35, 15 test rows
+    cfg = linreg.Config(data=data)
+    assert (cfg.n, cfg.p, cfg.n_test) == (20, 35, 15)
+    assert run_id(cfg, linreg.RUN_ID_KEYS).startswith("20-35-e1000-s0-")
+    assert linreg.Config(data=data, n=20, p=35, n_test=15) == cfg  # the file's own sizes: fine
+    assert from_dict(linreg.Config, to_dict(cfg)) == cfg  # what a resume or a sweep rebuilds
+    for flags, needle in [
+        ({"n": 30}, "--n 30"),
+        ({"p": 7}, "--p 7"),
+        ({"n_test": 3}, "--n-test 3"),
+    ]:
+        with pytest.raises(GenlabError) as info:
+            linreg.Config(data=data, **flags)
+        text = str(info.value)
+        assert needle in text and "mine.npz" in text and "\n" not in text, text
+    with pytest.raises(GenlabError, match="no such file or folder"):
+        linreg.Config(data=str(tmp_path / "missing.npz"))
+
+
+def test_cli_with_data_records_the_files_shape_not_the_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _npz(tmp_path / "mine.npz", **_arrays())
+    out = ["--out", str(tmp_path / "runs"), "--quiet"]
+    argv = ["run", "linreg", "--data", str(data), "--epochs", "20", "--no-sklearn-check", *out]
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "runs" / "linreg").iterdir()
+    assert run_dir.name.startswith("20-35-e20-s0-")
+    cfg = json.loads((run_dir / "config.json").read_text())["config"]
+    assert (cfg["n"], cfg["p"], cfg["n_test"]) == (20, 35, 15)
+    dataset = json.loads((run_dir / "dataset.json").read_text())
+    assert (dataset["num_train"], dataset["num_features"], dataset["num_test"]) == (20, 35, 15)
+    capsys.readouterr()
+    assert main([*argv, "--n", "500"]) == 0  # the default's value: replaced by the file's
+    assert main([*argv, "--n", "30"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("genlab: error: --n 30:") and "\n" not in err and "n = 20" in err
+
+
+# -- the explanation: every number from the run, each claim checked against it ---------------------
+
+
+def _explain_run(tmp_path: Path, *flags: str) -> tuple[dict, str]:
+    argv = ["run", "linreg", "--n-test", "50", "--no-sklearn-check", *flags]
+    assert main([*argv, "--quiet", "--out", str(tmp_path)]) == 0
+    (run_dir,) = (tmp_path / "linreg").iterdir()
+    s = json.loads((run_dir / "summary.json").read_text())
+    return s, "\n".join(s["explanation"])
+
+
+def _check_rate_sentence(s: dict, text: str) -> None:
+    """The rate claim printed is the one the run's numbers make true."""
+    measured, predicted = (
+        s["sgd_measured_contraction_slowest"],
+        s["sgd_predicted_contraction_slowest"],
+    )
+    verdict = s["sgd_rate_vs_expected"]
+    ratio = np.log(measured) / np.log(predicted)  # > 1: faster
+    assert verdict == ("agrees" if abs(ratio - 1) <= 0.1 else "faster" if ratio > 1 else "slower")
+    sentence = {
+        "agrees": "This run followed it",
+        "faster": "faster than it",
+        "slower": "slower than it",
+    }
+    assert sentence[verdict] in text
+    assert all(sentence[v] not in text for v in sentence if v != verdict)
+    assert f"measured {measured:.6f} per epoch, predicted {predicted:.6f}" in text
+    assert "0.99181" not in text and "0.99139" not in text  # the numbers of another run
+
+
+def test_explanation_below_n_reports_the_noise_ball_it_measured(tmp_path: Path) -> None:
+    """p < n with noise: X^+ y leaves residuals, and constant-step SGD stops approaching it."""
+    s, text = _explain_run(tmp_path, "--n", "50", "--p", "25", "--lr", "0.02", "--epochs", "200")
+    assert s["min_norm_interpolates"] is False and s["train_mse_min_norm"] > 0.1
+    assert s["sgd_outcome"] == "settled"
+    late, predicted = (
+        s["sgd_late_remaining_fraction_measured"],
+        s["sgd_late_remaining_fraction_predicted"],
+    )
+    assert late > 0.5 and predicted < 0.05  # it stopped falling where the mean would have gone on
+    assert s["sgd_final_dist_to_min_norm"] > 1e-3 * s["min_norm"]
+    assert s["sgd_final_train_mse"] > s["train_mse_min_norm"]
+    assert "SGD did not converge" in text and "noise ball" in text and "SGD converged" not in text
+    assert (
+        f"from {s['sgd_half_dist_to_min_norm']:.3g} at epoch 100 to {s['sgd_final_dist_to_min_norm']:.3g}"
+        in text
+    )
+    assert f"x{late:.3g}" in text and f"x{predicted:.2e}" in text
+    # measured 0.9907 against 0.9496 predicted: slower, because of the epochs spent settled
+    assert s["sgd_rate_vs_expected"] == "slower" and "settled around X^+ y" in text
+    _check_rate_sentence(s, text)
+    assert "y is not in the column space of X, so no solution interpolates" in text
+
+
+def test_explanation_above_n_reports_convergence_to_the_min_norm_solution(tmp_path: Path) -> None:
+    """p > n: X^+ y interpolates, so per-sample SGD converges to it (to float64 rounding)."""
+    s, text = _explain_run(tmp_path, "--n", "50", "--p", "100", "--lr", "0.005", "--epochs", "400")
+    assert s["min_norm_interpolates"] is True and s["rank"] == s["n"] == 50
+    assert s["sgd_outcome"] == "converged"
+    final = s["sgd_final_dist_to_min_norm"]
+    assert final <= 1e-8 * s["min_norm"]
+    assert f"SGD converged to X^+ y: |b_SGD - X^+ y| = {final:.2e} after 400 epochs" in text
+    assert "noise ball" not in text and "did not converge" not in text
+    _check_rate_sentence(s, text)
+    assert "it interpolates (rank = n)" in text
+
+
+def test_explanation_still_approaching_when_too_few_epochs_to_tell(tmp_path: Path) -> None:
+    s, text = _explain_run(tmp_path, "--n", "50", "--p", "100", "--lr", "0.0005", "--epochs", "20")
+    assert s["sgd_outcome"] == "approaching"
+    assert "SGD is still approaching X^+ y after 20 epochs" in text
+    assert "noise ball" not in text and "SGD converged" not in text
+    _check_rate_sentence(s, text)

@@ -237,7 +237,12 @@ def test_p1_incorrect_leaves_an_empty_clean_view_and_corrupt_test(tmp_path):
     summary = json.loads((_run_dir(tmp_path) / "summary.json").read_text())
     assert summary["num_clean"] == 0 and summary["fraction_changed"] == 1.0
     assert summary["test_fraction_changed"] == 1.0 and summary["test_labels"] == "corrupted"
-    assert summary["final_acc"]["train_clean"] == 0.0  # an empty view is scored, not a crash
+    # an empty view has no accuracy: None (null), not 0.0, and not a crash
+    assert (
+        summary["final_acc"]["train_clean"] is None and summary["best_epoch"]["train_clean"] is None
+    )
+    assert set(summary["per_class_acc"]["train_clean"].values()) == {None}
+    assert summary["final_train_fitted_acc"] == summary["final_acc"]["train_noisy"]
 
 
 @pytest.mark.parametrize("randomize", ["gaussian"])  # the others are checked as data above
@@ -281,10 +286,8 @@ def test_stop_at_train_acc_stops_and_records_time_to_fit(tmp_path):
     assert summary["stopped_early"] is True and summary["time_to_fit"] == len(records) < 30
     assert records[-1]["stopped"] and not any(r["stopped"] for r in records[:-1])
     last = records[-1]
-    fitted = (
-        last["train_noisy_acc"] * summary["num_noisy"]
-        + last["train_clean_acc"] * summary["num_clean"]
-    ) / 96
+    assert summary["num_noisy"] == 0 and last["train_noisy_acc"] is None  # p = 0: an empty view
+    fitted = last["train_clean_acc"]
     assert fitted >= 0.95 and summary["final_train_fitted_acc"] == pytest.approx(fitted)
     # re-running the command skips the finished run and keeps its record
     assert main([*flags, "--out", str(tmp_path)]) == 0
@@ -412,3 +415,83 @@ def test_presets_are_the_reports():
         1000,
     )
     assert under["weight_decay"] == over["weight_decay"] == 0.0
+
+
+# -- an empty view at p = 0, and the regime of a preset on a subset (issue #14) ---------------------
+
+
+def test_p0_digits_run_stores_null_for_the_empty_noisy_view_and_warns_of_the_regime(
+    tmp_path, capsys
+):
+    """At p = 0 no label changes, so train_noisy has no rows: its numbers are None (null), the
+    epoch line prints n/a, and summaries, aggregation and figures take it. Width 4 (the 'under'
+    preset's) on 200 images is over-parametrized: one warning, and the summary says so."""
+    from genlab.aggregate import aggregate
+    from genlab.config import identity_dict
+    from genlab.reporting.random_labels import regime_note
+    from genlab.studies.random_labels import Config
+
+    flags = ["--dataset", "digits", "--epochs", "1", "--train-subset", "200"]
+    flags += ["--test-subset", "100", "--width", "4", "--label-noise", "0", "--device", "cpu"]
+    assert main(["run", "random-labels", *flags, "--threads", "1", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    path = _run_dir(tmp_path)
+    (record,) = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    assert record["train_noisy_acc"] is None and record["train_noisy_loss"] is None
+    assert record["train_noisy_per_class_acc"] == [None] * 10
+    assert "null" in (path / "metrics.jsonl").read_text()
+    assert "train_noisy acc n/a" in captured.out
+    assert f"train_clean acc {record['train_clean_acc']:.4f}" in captured.out
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["num_noisy"] == 0 and summary["num_clean"] == 200
+    assert (
+        summary["final_acc"]["train_noisy"] is None and summary["best_acc"]["train_noisy"] is None
+    )
+    assert set(summary["per_class_acc"]["train_noisy"].values()) == {None}
+    assert summary["final_train_fitted_acc"] == pytest.approx(record["train_clean_acc"])
+    assert (path / "figures" / "curves.png").exists()
+    # the regime: 6,666 parameters (the closed form) for 200 labels
+    assert summary["regime"] == {
+        "params": 6_666,
+        "num_train": 200,
+        "params_per_label": 6_666 / 200,
+        "over_parametrized": True,
+        "preset": "under",
+        "matches_preset": False,
+    }
+    warnings = [line for line in captured.err.splitlines() if line.startswith("genlab: warning:")]
+    assert warnings == [
+        "genlab: warning: conv4 width 4 has 6,666 parameters for 200 training labels (33.3 per "
+        "label): over-parametrized, although the 'under' preset (width 4) is named "
+        "under-parametrized (--train-subset 200)"
+    ]
+    assert regime_note(summary) == (
+        "6,666 parameters for 200 training labels: over-parametrized (not as the 'under' preset is named)"
+    )
+    # aggregation over seeds leaves the empty view out of the metrics instead of averaging zeros
+    cfg = json.loads((path / "config.json").read_text())["config"]
+    settings = identity_dict(Config(**cfg))
+    (entry,) = aggregate([({**settings, "seed": s}, summary) for s in (0, 1)])
+    assert "final_acc.train_noisy" not in entry["metrics"]
+    assert entry["numbers_in"]["final_acc.train_noisy"] == 0
+    assert entry["metrics"]["regime.params_per_label"]["mean"] == pytest.approx(33.33)
+
+
+def test_regime_against_the_presets_names():
+    from genlab.studies.random_labels import regime
+
+    assert regime(6_666, 50_000, 4)["over_parametrized"] is False  # CIFAR-10's full train set
+    assert regime(6_666, 50_000, 4)["matches_preset"] is True
+    assert regime(6_666, 2_000, 4)["matches_preset"] is False  # issue #14's subset
+    assert regime(1_558_026, 50_000, 64)["matches_preset"] is True
+    assert regime(1_558_026, 2_000_000, 64)["matches_preset"] is False
+    assert regime(6_666, 6_666, 4)["over_parametrized"] is True  # as many parameters as labels
+    none = regime(100, 10, 2)
+    assert none["preset"] is None and none["matches_preset"] is None
+
+
+def test_no_regime_warning_where_the_run_is_no_presets_width(tmp_path, capsys):
+    assert main(["run", "random-labels", *TINY, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    summary = json.loads((_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["regime"]["preset"] is None and summary["regime"]["num_train"] == 96

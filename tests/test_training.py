@@ -298,7 +298,7 @@ def test_views_sharing_images_take_one_pass_and_equal_separate_subsets():
         assert together[name]["acc"] == expected["acc"]
         assert together[name]["per_class_acc"] == expected["per_class_acc"]
         assert together[name]["loss"] == pytest.approx(expected["loss"], rel=1e-5)
-    assert together["empty"] == {"loss": 0.0, "acc": 0.0, "per_class_acc": [0.0] * 4}
+    assert together["empty"] == {"loss": None, "acc": None, "per_class_acc": [None] * 4}
     assert list(together) == list(views)
 
 

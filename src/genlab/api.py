@@ -154,14 +154,15 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     """Read a run folder: its config, its trained model, normalizer, metrics and summary."""
     import pandas as pd
 
-    from genlab.runs import CHECKPOINT, CONFIG, DATASET, SUMMARY, Run
+    from genlab.runs import CHECKPOINT, CONFIG, SUMMARY, Run, check_files, read_dataset
     from genlab.studies import study as find
 
     path = Path(path)
     if not (path / CONFIG).is_file():
         raise GenlabError(f"{path}: not a run folder (no {CONFIG})")
+    check_files(path)
     record = read_json(path / CONFIG)
-    entry = find(record.get("study", "?"))
+    entry = find(record["study"])
     names = {f.name for f in dataclasses.fields(entry.config)}
     config = entry.config(
         **{  # older folders also list runtime fields (device, ...): dropped
@@ -177,8 +178,9 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
 
         from genlab.models import apply_invariance, make_model
         from genlab.training import Normalizer, resolve_device
+        from genlab.training.loop import load_state
 
-        data = read_json(path / DATASET)
+        data = read_dataset(path)
         state = run.load_checkpoint()
         assert state is not None
         dev = resolve_device(device)
@@ -186,7 +188,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
             config.model, config.width, config.kernel, len(data["classes"]), data["image_shape"][-1]
         )
         model = apply_invariance(model, getattr(config, "invariance", "none"))
-        model.load_state_dict(state["model"])
+        load_state(model, None, state, path / CHECKPOINT)
         model = model.to(dev, memory_format=torch.channels_last).eval()
         stats = data["normalization"]
         normalize = Normalizer.from_stats(stats["mean"], stats["std"], dev)

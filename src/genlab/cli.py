@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
+import threading
 import types
 import typing
 from pathlib import Path
@@ -284,16 +287,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's cancel), handled as Ctrl-C is: training stops at the
+    next step, the last checkpoint stays, the command says how to resume."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+def _say(text: str) -> None:
+    """One line on stderr, whatever it holds (a file name that is not valid UTF-8 included)."""
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding), file=sys.stderr)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handles = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if handles else None
     try:
         return _dispatch(args)
     except GenlabError as e:
-        print(f"genlab: error: {e}", file=sys.stderr)
+        _say(f"genlab: error: {e}")
         return 1
+    except OSError as e:  # one genlab did not foresee: still one line, naming the file
+        where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+        _say(f"genlab: error: {where}{e.strerror or e}")
+        return 1
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        _say(
+            "genlab: error: out of memory (the model or batch is too large for this machine: "
+            "a smaller --width or --batch-size, or fewer members at once with --threads)"
+        )
+        return 1
+    except Terminated:
+        _say("genlab: terminated; re-run the same command to resume")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("genlab: interrupted; re-run the same command to resume", file=sys.stderr)
+        _say("genlab: interrupted; re-run the same command to resume")
         return 130
+    finally:
+        if handles:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _runtime(args: argparse.Namespace) -> Any:

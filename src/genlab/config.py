@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -21,9 +22,28 @@ from genlab.errors import GenlabError
 C = TypeVar("C")
 
 
-def option(default: Any, help: str, *, choices: tuple | None = None, identity: bool = True) -> Any:
-    """A dataclass field with its help text; see the module docstring."""
-    meta = {"help": help, "choices": choices, "identity": identity}
+SEED_MAX = 2**63 - 1  # seeds are hashed into 63-bit torch seeds; numpy refuses negative ones
+INT_MAX = 2**63 - 1  # what torch and numpy hold in an int64
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple | None = None,
+    identity: bool = True,
+    at_least: float | None = None,
+    below: float | None = None,
+) -> Any:
+    """A dataclass field with its help text; see the module docstring. ``at_least`` and
+    ``below`` bound a number (each element of a tuple): ``check_fields`` refuses others."""
+    meta = {
+        "help": help,
+        "choices": choices,
+        "identity": identity,
+        "at_least": at_least,
+        "below": below,
+    }
     if isinstance(default, (list, dict, set)):
         raise TypeError("configs are frozen: use tuples for sequences")
     return dataclasses.field(default=default, metadata=meta)
@@ -48,7 +68,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
     """Build ``cls`` from JSON values, refusing unknown keys (choices are checked by the config
-    itself, ``check_choices``, so a config built in Python is checked the same way)."""
+    itself, ``check_fields``, so a config built in Python is checked the same way)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
@@ -56,16 +76,57 @@ def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def check_choices(cfg: Any) -> None:
-    """Every field with ``choices`` holds one of them: called first by each config's
-    ``__post_init__``, so ``robustness.Config(model="conv5")`` fails as the CLI does."""
+def check_fields(cfg: Any) -> None:
+    """What every field must hold, checked first by each config's ``__post_init__`` (so a
+    config built in Python fails as the CLI does, before any folder is made): a value of its
+    type; one of its ``choices``; a number that is finite, fits an int64 and lies within its
+    ``at_least``/``below`` bounds (each element of a tuple too); a ``seed`` in 0..2^63-1. The
+    configs check what depends on several fields themselves."""
+    hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
-        choices = f.metadata.get("choices")
         value = getattr(cfg, f.name)
+        choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
             raise GenlabError(
                 f"{flag(f.name)}: {value!r} is not one of {', '.join(map(str, choices))}"
             )
+        hint = hints[f.name]
+        sequence = typing.get_origin(hint) is tuple
+        if sequence and not isinstance(value, tuple):
+            raise GenlabError(f"{flag(f.name)}: {value!r} is not a sequence")
+        for item in value if sequence else (value,):
+            _check_number(f, _element_type(hint), item)
+
+
+def _element_type(hint: Any) -> Any:
+    """int, float, str, bool (or None) for a field's hint: ``int | None``, ``tuple[float, ...]``."""
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _check_number(f: dataclasses.Field, kind: Any, value: Any) -> None:
+    name = flag(f.name)
+    if value is None or kind not in (int, float, bool):
+        return
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise GenlabError(f"{name}: {value!r} is not true or false")
+        return
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        raise GenlabError(f"{name}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+    if isinstance(value, int) and not -INT_MAX - 1 <= value <= INT_MAX:
+        raise GenlabError(f"{name} {value}: too large (at most {INT_MAX})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise GenlabError(f"{name} {value}: must be a finite number")
+    if f.name == "seed" and not 0 <= value <= SEED_MAX:
+        raise GenlabError(f"{name} {value}: must lie in 0..{SEED_MAX} (2^63 - 1)")
+    low, high = f.metadata.get("at_least"), f.metadata.get("below")
+    if low is not None and value < low:
+        raise GenlabError(f"{name} {value}: must be >= {low:g}")
+    if high is not None and not value < high:
+        raise GenlabError(f"{name} {value}: must be < {high:g}")
 
 
 def with_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:

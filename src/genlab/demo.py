@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from genlab.config import with_overrides
+from genlab.fileio import read_json
 from genlab.launch import run_dir_for, run_members
 from genlab.reporting.html import build_report
-from genlab.runs import FIGURES, read_json
+from genlab.runs import FIGURES
 from genlab.studies import STUDIES, linreg, random_labels, robustness
 from genlab.training.runtime import Runtime
 

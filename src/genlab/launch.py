@@ -17,7 +17,7 @@ from typing import Any
 from genlab.config import identity_dict, run_id, to_dict
 from genlab.errors import GenlabError, MembersFailed
 from genlab.locks import Locked, RunLock
-from genlab.runs import FIGURES, Run, check_out, environment
+from genlab.runs import Run, check_out, environment
 from genlab.studies import Study
 from genlab.training.grouped import claim_size
 from genlab.training.runtime import Runtime
@@ -41,7 +41,7 @@ def run_members(
     ``skip_locked`` is logged and left to its holder. Members that fail do not stop the others:
     their errors are raised together at the end (``MembersFailed``), and a failed member that
     never finished an epoch leaves no run folder behind."""
-    from genlab.reporting import plot_run
+    from genlab.reporting import figures_drawn, plot_run
 
     done: list[Path] = []
     failures: list[tuple[Path, GenlabError]] = []
@@ -49,30 +49,34 @@ def run_members(
     while pending:
         with ExitStack() as locks:
             claimed: list[tuple[Any, Run]] = []
-            while pending and len(claimed) < claim_size(rt.device):
-                cfg, path = pending.pop(0)
-                try:
-                    locks.enter_context(RunLock(path))
-                except Locked as e:
-                    if not skip_locked:
-                        raise
-                    rt.log(str(e))
-                    continue
-                record = {
-                    "study": study.name,
-                    "config": to_dict(cfg),
-                    "identity": identity_dict(cfg),
-                }
-                run = Run.open(path, record, force=force)
-                if run.state == "finished":
-                    rt.log(f"{path}: finished already (use --force to run it again)")
-                    if not (path / FIGURES).exists():
-                        plot_run(path)
-                    done.append(Path(path))
-                    continue
-                run.record_env(environment(getattr(cfg, "seed", None), rt.environment()))
-                claimed.append((cfg, run))
-            failed = _train(study, claimed, rt)
+            try:
+                while pending and len(claimed) < claim_size(rt.device):
+                    cfg, path = pending.pop(0)
+                    try:
+                        locks.enter_context(RunLock(path))
+                    except Locked as e:
+                        if not skip_locked:
+                            raise
+                        rt.log(str(e))
+                        continue
+                    try:
+                        run = _open(study, cfg, path, force)
+                    except GenlabError as e:  # a damaged folder: the others go on
+                        failures.append((path, e))
+                        continue
+                    if run.state == "finished":
+                        rt.log(f"{path}: finished already (use --force to run it again)")
+                        if not figures_drawn(path):  # a kill or a full disk cut its drawing
+                            plot_run(path)
+                        done.append(Path(path))
+                        continue
+                    claimed.append((cfg, run))
+                    run.record_env(environment(getattr(cfg, "seed", None), rt.environment()))
+                failed = _train(study, claimed, rt)
+            except BaseException:  # Ctrl-C, SIGTERM, a full disk: no untrained folder stays
+                for _, run in claimed:
+                    run.discard_if_untrained()
+                raise
             for _, run in claimed:
                 if run.path in failed:
                     run.discard_if_untrained()
@@ -83,6 +87,11 @@ def run_members(
     if failures:
         raise MembersFailed(failures, len(members))
     return done
+
+
+def _open(study: Study, cfg: Any, path: Path, force: bool) -> Run:
+    record = {"study": study.name, "config": to_dict(cfg), "identity": identity_dict(cfg)}
+    return Run.open(path, record, force=force)
 
 
 def _train(study: Study, claimed: list[tuple[Any, Run]], rt: Runtime) -> dict[Path, GenlabError]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import GenlabError
+from genlab.fileio import write_error
 
 HEARTBEAT_S = 30.0
 STALE_S = 120.0
@@ -126,9 +127,15 @@ class RunLock:
             return self
         if self._key in _HELD:
             raise Locked(self.target, _HELD[self._key]._record)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(self.path.parent, e) from None
         for _ in range(_TRIES):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the kernel applies the umask
+            try:  # the kernel applies the umask
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:  # a read-only or full file system
+                raise write_error(self.path, e) from None
             try:
                 _exclusive(fd)
             except BlockingIOError:
@@ -153,6 +160,12 @@ class RunLock:
                 self._record = {"host": socket.gethostname(), "pid": os.getpid(), "since": since}
                 self._fd = fd
                 self._write()
+            except OSError as e:  # a full disk: no empty lock file stays
+                self._fd = None
+                if _same_file(fd, self.path):
+                    self.path.unlink(missing_ok=True)
+                os.close(fd)
+                raise write_error(self.path, e) from None
             except BaseException:
                 self._fd = None
                 os.close(fd)

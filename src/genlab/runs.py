@@ -8,17 +8,23 @@ A run folder holds::
     dataset.json    what the run trained on: sizes, class names, normalization statistics
     metrics.jsonl   one JSON object per epoch, appended and flushed
     checkpoint.pt   model, optimizer, epoch, RNG states (atomic; torch.load(weights_only=True))
+    previous.pt     the checkpoint before it (a hard link): a member of a cohort that saved an
+                    epoch its cohort-mates did not is rolled back to it on resume
     summary.json    written last: its presence marks the run finished
+    figures/        the figures; figures/figures.json, written last, lists them (a folder
+                    without it was cut while drawing and is drawn again)
     tensorboard/    with --tensorboard: the per-epoch scalars of metrics.jsonl as TensorBoard events
     views.json      accuracy on named views of the test split (flips, rotations), added to by
                     ``genlab eval RUN --views ...``
     invariance.json per-layer equivariance and invariance (cosine, linear CKA) under a view
 
-Every whole-file write is atomic (genlab.fileio).
+Every whole-file write is atomic (genlab.fileio). A file that is damaged (does not parse, is not
+what it should hold) raises ``Damaged``, one line naming the file and how to recover.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -33,13 +39,21 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import GenlabError
-from genlab.fileio import atomic_write, read_json, write_json
+from genlab.fileio import (
+    atomic_write,
+    read_object,
+    remove_stale,
+    temp_prefix,
+    write_error,
+    write_json,
+)
 
 CONFIG = "config.json"
 ENV = "env.json"
 DATASET = "dataset.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "previous.pt"
 SUMMARY = "summary.json"
 VIEW_RESULTS = "views.json"
 INVARIANCE = "invariance.json"
@@ -52,7 +66,98 @@ SWEEP = "sweep.json"  # the members in order: index, run id, config
 AGGREGATE = "aggregate.json"  # members that differ only in seed: mean, std, 95% interval
 AGGREGATE_CSV = "aggregate.csv"  # the same as a table
 FIGURES = "figures"
+FIGURE_LIST = "figures.json"  # in figures/, written when every figure is drawn
 TENSORBOARD = "tensorboard"
+
+
+# How to recover from a damaged file, by file: what holds a result of training needs the run
+# started again; a measurement or a record can go by itself.
+RECOVER = "delete the run folder (or use --force) to start the run again"
+RECOVER_BY_FILE = {
+    SUMMARY: "delete it: the same command then finishes the run again",
+    VIEW_RESULTS: "delete it: genlab eval RUN measures the views again",
+    INVARIANCE: "delete it: genlab eval RUN measures it again",
+    ENV: "delete it to go on (its record of the earlier environments is lost)",
+}
+_OBJECTS = (ENV, DATASET, SUMMARY, VIEW_RESULTS, INVARIANCE, LABEL_NOISE, RIDGE, DOUBLE_DESCENT)
+
+
+class Damaged(GenlabError):
+    """A file of a run folder that cannot be used: the message names it and says how to
+    recover."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{path}: {what}; {RECOVER_BY_FILE.get(self.path.name, RECOVER)}")
+
+
+def _damaged(e: GenlabError, path: Path) -> Damaged:
+    """A read error of ``read_json``/``read_object`` of ``path`` as ``Damaged``."""
+    return Damaged(path, str(e).removeprefix(f"{path}: "))
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A run's config.json: {"study", "config", "identity"}; ``Damaged`` otherwise."""
+    try:
+        record = read_object(path)
+    except GenlabError as e:
+        raise _damaged(e, path) from None
+    for key, kind in (("study", str), ("config", dict), ("identity", dict)):
+        if not isinstance(record.get(key), kind):
+            raise Damaged(path, f"not a run record (no {kind.__name__} {key!r})")
+    return record
+
+
+def read_dataset(
+    path: Path, keys: tuple[str, ...] = ("classes", "image_shape", "normalization")
+) -> dict[str, Any]:
+    """An image run's dataset.json with usable ``keys`` (by default what a trained model is
+    rebuilt from: class names, image shape, normalization); ``Damaged`` otherwise."""
+    target = Path(path) / DATASET
+    try:
+        data = read_object(target)
+    except GenlabError as e:
+        raise _damaged(e, target) from None
+    norm = data.get("normalization")
+    shape = data.get("image_shape")
+    checks = (
+        ("classes", isinstance(data.get("classes"), list) and len(data["classes"]) >= 1),
+        ("image_shape", isinstance(shape, list) and len(shape) == 3),
+        (
+            "normalization",
+            isinstance(norm, dict)
+            and all(isinstance(norm.get(k), list) and len(norm[k]) >= 1 for k in ("mean", "std")),
+        ),
+    )
+    for key, ok in checks:
+        if key in keys and not ok:
+            raise Damaged(target, f"no usable {key!r}")
+    return data
+
+
+def check_files(path: Path) -> None:
+    """Every file of run folder ``path`` that genlab reads holds what it should (the
+    checkpoint is checked when it is loaded); the first that does not raises ``Damaged``."""
+    path = Path(path)
+    record = read_record(path / CONFIG)
+    if "model" in record["config"] and (path / DATASET).exists():  # an image-model run
+        read_dataset(path, keys=("classes",))  # what its figures and the report need
+    for name in _OBJECTS:
+        if (path / name).exists() or (path / name).is_symlink():
+            try:
+                read_object(path / name)
+            except GenlabError as e:
+                raise _damaged(e, path / name) from None
+    Run(path, "resume").metrics()
+    if (path / ARRAYS).exists():
+        import numpy as np
+
+        try:
+            with np.load(path / ARRAYS, allow_pickle=False) as arrays:
+                for key in arrays.files:
+                    arrays[key]
+        except Exception as e:  # noqa: BLE001 - a cut or garbled archive raises many kinds
+            raise Damaged(path / ARRAYS, f"unreadable arrays ({type(e).__name__}: {e})") from None
 
 
 @dataclass
@@ -74,16 +179,25 @@ class Run:
             raise GenlabError(f"{path}: exists and is not a folder")
         if force and path.exists():
             shutil.rmtree(path)
-        if (path / CONFIG).exists():
-            old = read_json(path / CONFIG)
-            if old.get("identity") != config.get("identity"):
+        if (path / CONFIG).exists() or (path / CONFIG).is_symlink():
+            old = read_record(path / CONFIG)
+            if (old["study"], old["identity"]) != (config.get("study"), config.get("identity")):
                 raise GenlabError(
-                    f"{path}: holds a run with a different config; use --force to replace it"
+                    f"{path / CONFIG}: holds a run with a different config; "
+                    "use --force to replace it"
                 )
+            check_files(path)
+            remove_stale(path)
+            remove_stale(path / FIGURES)
             return cls(path, "finished" if (path / SUMMARY).exists() else "resume")
+        remove_stale(path.parent)  # a folder a killed discard left half-removed
+        remove_stale(path)  # a config.json a kill cut while it was written
         if path.exists() and any(path.iterdir()):
             raise GenlabError(f"{path}: folder is not empty and holds no run; use --force")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(path, e) from None
         write_json(path / CONFIG, config)
         return cls(path, "new")
 
@@ -91,17 +205,26 @@ class Run:
         return self.path / name
 
     def discard_if_untrained(self) -> None:
-        """Remove a run folder this process started that holds no trained epoch (it failed
-        before its first checkpoint): a failed start leaves nothing for the report to list."""
-        if self.state == "new" and not (self.path / CHECKPOINT).exists():
-            shutil.rmtree(self.path, ignore_errors=True)
+        """Remove a run folder this process started that holds no trained epoch (no record: it
+        failed before its first): a failed start leaves nothing for the report to list."""
+        if self.state != "new" or self.metrics():
+            return
+        doomed = self.path.with_name(f"{temp_prefix(self.path)}discard.tmp")
+        try:  # renamed first: a kill while it is removed leaves a stale name, not a half run
+            os.replace(self.path, doomed)
+        except OSError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
 
     # -- environment --------------------------------------------------------------------------
     def record_env(self, env: dict[str, Any]) -> None:
         """Write env.json on the first start; on a resumption add ``env`` under "resumed"."""
         target = self.path / ENV
         if target.exists():
-            first = read_json(target)
+            try:
+                first = read_object(target)
+            except GenlabError as e:
+                raise _damaged(e, target) from None
             first.setdefault("resumed", []).append(env)
             write_json(target, first)
         else:
@@ -109,56 +232,130 @@ class Run:
 
     # -- metrics ------------------------------------------------------------------------------
     def metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl. Only its last line may be cut (by a kill while it was
+        appended; it is dropped): any other line that is not a JSON object, or epochs out of
+        order, is ``Damaged``."""
         target = self.path / METRICS
-        if not target.exists():
+        if not (target.exists() or target.is_symlink()):
             return []
-        records = []
-        for line in target.read_text().splitlines():
+        try:
+            lines = target.read_bytes().split(b"\n")
+        except OSError as e:
+            raise Damaged(target, f"unreadable ({e.strerror or type(e).__name__})") from None
+        if lines and lines[-1] == b"":
+            lines.pop()
+        records: list[dict[str, Any]] = []
+        for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: it and anything after it are dropped on resume
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                if number == len(lines):
+                    break  # cut by a kill: dropped, and the epoch computed again
+                raise Damaged(target, f"line {number} is not a JSON record") from None
+            if not isinstance(record, dict):
+                raise Damaged(target, f"line {number} is not a JSON object")
+            records.append(record)
+        epochs = [r.get("epoch") for r in records]
+        if epochs and epochs[0] is not None:
+            first = epochs[0]
+            if not isinstance(first, int) or epochs != list(range(first, first + len(epochs))):
+                raise Damaged(target, "its epochs are not 1, 2, 3, ... in order")
         return records
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.path / METRICS, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        target = self.path / METRICS
+        try:
+            with open(target, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise write_error(target, e) from None
 
     def keep_metrics(self, last_epoch: int | None = None) -> list[dict[str, Any]]:
         """Rewrite metrics.jsonl with its readable records (a line cut by a kill goes), only up
         to ``last_epoch`` if given (records written after the last checkpoint go too)."""
         kept = [r for r in self.metrics() if last_epoch is None or r["epoch"] <= last_epoch]
-        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        atomic_write(self.path / METRICS, lambda f: f.write(lines), mode="w")
+        self._write_metrics(kept)
         return kept
+
+    def extend_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Append several records as one write: the file is replaced atomically, so a kill
+        leaves all of them or none (the cells of one row of the memorization map)."""
+        self._write_metrics([*self.metrics(), *records])
+
+    def _write_metrics(self, records: list[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        atomic_write(self.path / METRICS, lambda f: f.write(lines), mode="w")
 
     # -- checkpoint ---------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """checkpoint.pt, atomically; the one it replaces stays as previous.pt (a hard link,
+        made before the replacement: a kill leaves both files whole)."""
         import torch
 
-        atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
+        current = self.path / CHECKPOINT
+        if current.exists():
+            link = self.path / f"{temp_prefix(self.path / PREVIOUS)}link.tmp"
+            try:
+                link.unlink(missing_ok=True)
+                os.link(current, link)
+                os.replace(link, self.path / PREVIOUS)
+            except OSError:  # a file system without hard links: no previous.pt, no rollback
+                for stale in (link, self.path / PREVIOUS):
+                    try:
+                        stale.unlink(missing_ok=True)
+                    except OSError as e:
+                        raise write_error(stale, e) from None
+        buffer = io.BytesIO()  # torch.save hides a write's OSError (ENOSPC) in a RuntimeError
+        torch.save(state, buffer)
+        atomic_write(current, lambda f: f.write(buffer.getbuffer()))
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def restore_previous(self) -> None:
+        """Make previous.pt the checkpoint again (a rollback: see genlab.training.loop)."""
+        try:
+            os.replace(self.path / PREVIOUS, self.path / CHECKPOINT)
+        except OSError as e:
+            raise write_error(self.path / CHECKPOINT, e) from None
+
+    def load_checkpoint(self, name: str = CHECKPOINT) -> dict[str, Any] | None:
+        """The checkpoint (or previous.pt), loaded safely (tensors and plain containers only),
+        or None if there is none; ``Damaged`` if it does not load or is not a checkpoint."""
         import torch
 
-        target = self.path / CHECKPOINT
-        if not target.exists():
+        target = self.path / name
+        if not (target.exists() or target.is_symlink()):
             return None
         try:
-            return torch.load(target, map_location="cpu", weights_only=True)
+            state = torch.load(target, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same error
-            raise GenlabError(
-                f"{target}: unreadable checkpoint ({type(e).__name__}: {e})"
-            ) from None
+            # the first line only: PyTorch goes on to advise weights_only=False, which would run
+            # whatever code the file holds
+            text = str(e).strip()
+            if "Weights only load failed" in text:
+                why = "it holds Python objects that the safe loader refuses to run"
+            else:
+                why = f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"
+            raise Damaged(target, f"unreadable checkpoint ({why})") from None
+        if not isinstance(state, dict):
+            raise Damaged(target, f"not a checkpoint (holds a {type(state).__name__})")
+        epoch = state.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise Damaged(target, "not a checkpoint (no epoch >= 0)")
+        for key in ("model", "optimizer"):
+            if not isinstance(state.get(key), dict):
+                raise Damaged(target, f"not a checkpoint (no {key} state)")
+        return state
 
     # -- results ------------------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:
         write_json(self.path / name, obj)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json, which marks the run finished; previous.pt goes (a finished run is never
+        rolled back)."""
         write_json(self.path / SUMMARY, summary)
+        (self.path / PREVIOUS).unlink(missing_ok=True)
 
 
 def environment(seed: int | None, runtime: dict[str, Any]) -> dict[str, Any]:

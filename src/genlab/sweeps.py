@@ -23,8 +23,8 @@ from typing import Any
 
 from genlab.aggregate import aggregate, write_aggregate
 from genlab.config import flag, from_dict, identity_dict, run_id, to_dict
-from genlab.errors import GenlabError
-from genlab.fileio import read_json, write_json
+from genlab.errors import GenlabError, MembersFailed
+from genlab.fileio import read_json, remove_stale, write_json
 from genlab.launch import run_members
 from genlab.locks import lock_state
 from genlab.runs import CONFIG, SUMMARY, SWEEP, check_out
@@ -210,8 +210,10 @@ def run_sweep(
     members = [(cfg, path) for _, cfg, path in sweep.members(index)]
     try:
         run_members(sweep.study, members, rt, force=force, skip_locked=True)
-    finally:  # what finished is aggregated and drawn even when some members failed
+    except MembersFailed:  # what finished is aggregated and drawn even when some failed
         finish(sweep)
+        raise
+    finish(sweep)  # not after Ctrl-C, SIGTERM or a full disk: those stop the command
     return sweep.folder
 
 
@@ -219,6 +221,7 @@ def finish(sweep: Sweep) -> None:
     """Aggregate and draw the members that are finished (aggregate.json/.csv, the figures)."""
     from genlab.reporting import plot_sweep
 
+    remove_stale(sweep.folder)  # what a killed aggregation left
     write_aggregate(aggregate_members(sweep), sweep.folder)
     plot_sweep(sweep.folder)
 

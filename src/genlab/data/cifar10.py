@@ -10,6 +10,15 @@ official batches unpickled once; both are then cached as .npy arrays stamped wit
 every source file's name, size, mtime and inode, so any changed, added or removed file
 invalidates the cache. A cached load of CIFAR-10's batches takes ~0.03 s; of a 60,000-file
 image folder ~0.5 s, most of it the check of every file.
+
+Every file-system entry is checked as genlab.data.entries says: one that is part of the dataset
+must be valid, or it is a GenlabError naming it; one that is not is ignored. Part of an image
+folder are train/, test/, classes.txt, the class folders (those listed in classes.txt, else
+every folder in train/, which test/ must match) and in each the files with an image suffix.
+Everything else is not: in a class folder, names without an image suffix; in train/ and test/,
+files (classes are folders) and, with a classes.txt, every folder it does not list; and hidden
+names (.git, .ipynb_checkpoints, ._x.png) at every level. A broken link in train/ or test/ is an
+error: it may be a class folder.
 """
 
 from __future__ import annotations
@@ -28,12 +37,21 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 
 import numpy as np
 import torch
 
 from genlab.data.dataset import ImageDataset, Splits
+from genlab.data.entries import (
+    EFFECTIVE_IDS,
+    check_file,
+    check_folder,
+    check_utf8,
+    entry_stat,
+    list_folder,
+    shown,
+)
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write
 
@@ -152,10 +170,11 @@ class _BatchUnpickler(pickle.Unpickler):
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One official batch file: (N, 32, 32, 3) uint8 images and (N,) int64 labels."""
+    check_file(path, "missing CIFAR-10 batch file")
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise GenlabError(f"{path}: missing CIFAR-10 batch file") from None
+    except OSError as e:
+        raise GenlabError(f"{shown(path)}: cannot be read ({e.strerror or e})") from None
     try:
         batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except _Refused as e:
@@ -203,10 +222,7 @@ def read_cifar10_batches(
     (0.35 s to unpickle 60,000 images, ~0.03 s to map them back). ``arrays``: already read."""
     rows = []
     for name in TRAIN_BATCHES + TEST_BATCHES:
-        try:
-            st = (folder / name).stat()
-        except FileNotFoundError:
-            raise GenlabError(f"{folder / name}: missing CIFAR-10 batch file") from None
+        st = check_file(folder / name, "missing CIFAR-10 batch file")
         rows.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
     found = _cached_arrays(
         folder, _digest(rows), lambda: arrays or _read_batches(folder), {"files": rows}
@@ -233,20 +249,27 @@ def load_cifar10(
     archive = cache / ARCHIVE
     if data_dir is not None:
         data_dir = Path(data_dir)
-        if not data_dir.is_dir():
+        check_utf8(data_dir)
+        if not os.path.lexists(data_dir):
             raise GenlabError(f"--data-dir {data_dir}: no such folder")
+        check_folder(data_dir, os.X_OK)
+        # An entry by one of the names looked for, of whatever kind, is what the user meant:
+        # a broken link or a FIFO there is named, never passed over for the next candidate.
+        if os.path.lexists(data_dir / CIFAR10_FOLDER):
+            check_folder(data_dir / CIFAR10_FOLDER)
         for folder in (data_dir, data_dir / CIFAR10_FOLDER):
-            if (folder / TEST_BATCHES[0]).exists() or (folder / TRAIN_BATCHES[0]).exists():
+            if any(os.path.lexists(folder / n) for n in (TEST_BATCHES[0], TRAIN_BATCHES[0])):
                 return read_cifar10_batches(folder)
-        if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
+        if os.path.lexists(data_dir / "train") and os.path.lexists(data_dir / "test"):
             splits = load_image_folder(data_dir, quiet=quiet)
             return Splits(splits.train, splits.test, "cifar10")
-        if not (data_dir / ARCHIVE).exists():
+        if not os.path.lexists(data_dir / ARCHIVE):
             raise GenlabError(
                 f"--data-dir {data_dir}: holds no CIFAR-10 (no {CIFAR10_FOLDER}/, "
                 f"no {ARCHIVE}, no train/ and test/ image folders)"
             )
         archive = data_dir / ARCHIVE  # extracted into the cache: --data-dir may be read-only
+        check_file(archive)  # a broken link here must not send us downloading over it
     if (cache / CIFAR10_FOLDER).is_dir():  # complete: it is renamed into place once extracted
         return read_cifar10_batches(cache / CIFAR10_FOLDER)
     if not archive.exists():
@@ -257,6 +280,7 @@ def load_cifar10(
 def _from_archive(archive: Path, cache: Path, md5: str) -> Splits:
     """Verify, extract into a staging folder, read, then rename into the cache: a kill at any
     point leaves no half-extracted batches where the next run would look for them."""
+    check_file(archive)
     verify_md5(archive, md5)
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=cache))
@@ -272,50 +296,89 @@ def _from_archive(archive: Path, cache: Path, md5: str) -> Splits:
 
 
 # -- image folders ----------------------------------------------------------------------------
-def _class_names(split_dir: Path, root: Path) -> tuple[str, ...]:
+def _listed_classes(root: Path) -> tuple[str, ...] | None:
+    """The class names in root/classes.txt, in its order; None without one."""
     classes_file = root / CLASSES_FILE
-    if classes_file.exists():
-        names = tuple(
-            line.strip() for line in classes_file.read_text().splitlines() if line.strip()
-        )
-        for name in names:
-            if not (split_dir / name).is_dir():
-                raise GenlabError(f"{classes_file}: class {name!r} has no folder in {split_dir}")
-        return names
-    names = tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir()))
-    if not names:
-        raise GenlabError(f"{split_dir}: no class folders")
+    if not os.path.lexists(classes_file):
+        return None
+    check_file(classes_file)
+    try:
+        text = classes_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise GenlabError(f"{classes_file}: not UTF-8 text") from None
+    except OSError as e:
+        raise GenlabError(f"{classes_file}: cannot be read ({e.strerror or e})") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    """The sorted names of the folders (or links to folders) in ``split_dir``. Files and hidden
+    names are not classes and are ignored; a broken or looping link may be one: an error."""
+    names = []
+    for name in list_folder(split_dir):
+        st = entry_stat(split_dir / name)
+        if S_ISDIR(st.st_mode):
+            names.append(name)
     return names
 
 
-def _check_test_classes(root: Path, classes: tuple[str, ...]) -> None:
-    """Every class needs a folder in test/ too; without a classes file, test/ may hold no other."""
+def _check_class_folder(split_dir: Path, name: str, missing: str) -> None:
+    path = split_dir / name
+    check_utf8(path)
+    if not os.path.lexists(path):
+        raise GenlabError(missing)
+    check_folder(path)
+
+
+def _class_names(root: Path, listed: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The classes, from classes.txt or else train/'s folders; each checked in train/ and test/.
+    Without a classes file, test/ may hold no class folder that train/ does not have."""
+    train, test = root / "train", root / "test"
+    classes = tuple(_class_folders(train)) if listed is None else listed
+    if not classes:
+        raise GenlabError(f"{train}: no class folders")
     for name in classes:
-        if not (root / "test" / name).is_dir():
-            raise GenlabError(f"{root / 'test'}: no folder for class {name!r} (train/ has one)")
-    if not (root / CLASSES_FILE).exists():
-        extra = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
+        _check_class_folder(
+            train, name, f"{root / CLASSES_FILE}: class {name!r} has no folder in {train}"
+        )
+    for name in classes:
+        _check_class_folder(test, name, f"{test}: no folder for class {name!r} (train/ has one)")
+    if listed is None:
+        extra = sorted(set(_class_folders(test)) - set(classes))
         if extra:
-            raise GenlabError(f"{root / 'test' / extra[0]}: class folder that train/ does not have")
+            check_utf8(test / extra[0])
+            raise GenlabError(f"{test / extra[0]}: class folder that train/ does not have")
+    return classes
 
 
 def _image_files(folder: Path) -> list[tuple[str, os.stat_result]]:
-    """(name, stat) of every image file in ``folder``, sorted by name."""
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))
+    """(name, stat) of every image file in ``folder``, sorted by name. Every name with an image
+    suffix must be a readable regular file (or a link to one): dropping it would change the
+    dataset. Other names (notes.txt, subfolders) and hidden ones (.DS_Store, macOS's ._x.png
+    sidecars) are ignored, whatever they are."""
+    names = [n for n in list_folder(folder) if n.lower().endswith(IMAGE_SUFFIXES)]
     fd = os.open(folder, os.O_RDONLY) if os.stat in os.supports_dir_fd else None
     try:  # with the folder open, no path walk per file: 2x faster
 
-        def stat(name: str) -> os.stat_result | None:
+        def checked(name: str) -> os.stat_result:
+            # Plain names, no Path per file: 3x faster (5,000 files 0.05 s, not 0.15 s; 0.03 s
+            # without the access check). On anything unexpected the full checks say what it is.
             try:
-                return os.stat(name, dir_fd=fd) if fd is not None else os.stat(folder / name)
-            except FileNotFoundError:  # a dangling link, or removed since the listing
-                return None
+                if fd is not None:
+                    name.encode("utf-8")  # one that is not UTF-8 raises: named below
+                    st = os.stat(name, dir_fd=fd)
+                    ok = os.access(name, os.R_OK, dir_fd=fd, effective_ids=EFFECTIVE_IDS)
+                    if ok and S_ISREG(st.st_mode):
+                        return st
+            except (OSError, UnicodeEncodeError):
+                pass
+            check_utf8(folder / name)
+            return check_file(folder / name, "removed while it was read", fd)
 
-        stats = [stat(n) for n in names]
+        files = [(n, checked(n)) for n in names]
     finally:
         if fd is not None:
             os.close(fd)
-    files = [(n, st) for n, st in zip(names, stats, strict=True) if st and S_ISREG(st.st_mode)]
     if not files:
         raise GenlabError(f"{folder}: empty class folder (no .png/.jpg/.jpeg files)")
     return files
@@ -369,15 +432,15 @@ def _decode_all(root: Path, rows: list[tuple[str, int, int, int]]) -> np.ndarray
 def load_image_folder(root: Path, *, quiet: bool = False) -> Splits:
     """An image folder with train/ and test/, decoded once and then served from the cache."""
     root = Path(root)
-    if not root.is_dir():
-        raise GenlabError(f"{root}: no such folder")
+    check_utf8(root)
+    check_folder(root, os.X_OK)
     for split in ("train", "test"):
-        if not (root / split).is_dir():
+        if not os.path.lexists(root / split):
             raise GenlabError(
                 f"{root}: missing {split}/ folder (expected {root}/{split}/<class>/*.png|jpg)"
             )
-    classes = _class_names(root / "train", root)
-    _check_test_classes(root, classes)
+        check_folder(root / split)
+    classes = _class_names(root, _listed_classes(root))
     listings = {split: _listing(root, split, classes) for split in SPLIT_NAMES}
 
     def decode() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -407,7 +470,7 @@ CACHE_FORMAT = "genlab-arrays-1"  # part of every key: a new layout never reads 
 def _digest(rows: list[tuple]) -> str:
     """A digest of (name, integers...) rows."""
     h = hashlib.sha256(CACHE_FORMAT.encode())
-    h.update("\0".join(str(r[0]) for r in rows).encode())
+    h.update(os.fsencode("\0".join(str(r[0]) for r in rows)))
     h.update(np.asarray([r[1:] for r in rows], dtype=np.int64).tobytes())
     return h.hexdigest()
 
@@ -421,7 +484,7 @@ def _cached_arrays(
     """``source``'s (images, labels) per split: from the cache when it was written for ``key``
     (a digest of every source file's name, size, mtime and inode), else built and cached. The
     stamp is written last, so an interrupted write leaves a cache that is never trusted."""
-    place = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16]
+    place = hashlib.sha256(os.fsencode(source.resolve())).hexdigest()[:16]
     cache = default_cache_dir() / "arrays" / place
     stamp = cache / "manifest.sha256"
     if stamp.exists() and stamp.read_text() == key:

@@ -4,19 +4,25 @@
 ``--data FOLDER`` holds them as ``X_train.npy`` / ``X_train.csv`` and so on. A CSV is numbers
 separated by commas (or whitespace), one sample per line; a first line with no number in it is
 taken as a header and skipped. Anything else — a missing array, mismatched shapes, NaN or inf,
-a non-numeric value, an empty file — is a GenlabError naming the file and what is wrong.
+a non-numeric value, an empty file — is a GenlabError naming the file and what is wrong. So is
+every entry that cannot be read as such: a broken or looping link, a FIFO or other special file
+(checked before it is opened: reading a FIFO blocks), a folder named like a file, an unreadable
+file, a path that is not UTF-8 (it goes into the run folder and the figures as text).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from genlab.data.entries import check_file, check_folder, check_utf8, entry_stat
 from genlab.errors import GenlabError
 
 ARRAYS = ("X_train", "y_train", "X_test", "y_test")
@@ -71,12 +77,15 @@ def gaussian_design(
 def load_linear(path: str | Path) -> LinearData:
     """The four arrays from an .npz file or a folder of .npy/.csv files, checked."""
     path = Path(path)
-    if path.is_dir():
-        arrays, digests = _load_folder(path)
-    elif path.is_file():
-        arrays, digests = _load_npz(path)
-    else:
+    check_utf8(path)
+    if not os.path.lexists(path):
         raise GenlabError(f"--data {path}: no such file or folder")
+    if stat.S_ISDIR(entry_stat(path).st_mode):
+        check_folder(path)
+        arrays, digests = _load_folder(path)
+    else:
+        check_file(path)  # a FIFO, a socket, a device: named, never opened
+        arrays, digests = _load_npz(path)
     x_train, y_train, x_test, y_test = (arrays[k] for k in ARRAYS)
     _check_shapes(path, x_train, y_train, x_test, y_test)
     return LinearData(
@@ -114,15 +123,15 @@ def _read_member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndar
 def _load_folder(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     arrays, digests = {}, {}
     for key in ARRAYS:
-        found = [
-            folder / f"{key}{ext}" for ext in (".npy", ".csv") if (folder / f"{key}{ext}").is_file()
-        ]
+        # lexists: a broken link or a FIFO by that name is named below, not passed over
+        found = [folder / f"{key}{ext}" for ext in (".npy", ".csv")]
+        found = [f for f in found if os.path.lexists(f)]
         if not found:
             raise GenlabError(f"{folder}: no {key}.npy or {key}.csv (need {', '.join(ARRAYS)})")
         if len(found) > 1:
             raise GenlabError(f"{folder}: both {key}.npy and {key}.csv; keep one")
         file = found[0]
-        if file.stat().st_size == 0:
+        if check_file(file).st_size == 0:
             raise GenlabError(f"{file}: file is empty")
         arrays[key] = _read_csv(file) if file.suffix == ".csv" else _read_npy(file)
         digests[file.name] = _sha256(file)
@@ -142,6 +151,8 @@ def _read_csv(file: Path) -> np.ndarray:
         lines = file.read_text().splitlines()
     except UnicodeDecodeError:
         raise GenlabError(f"{file}: not a text CSV file") from None
+    except OSError as e:
+        raise GenlabError(f"{file}: cannot be read ({e.strerror or e})") from None
     rows = [(k, line) for k, line in enumerate(lines, 1) if line.strip()]
     if not rows:
         raise GenlabError(f"{file}: file is empty")

@@ -9,18 +9,35 @@ Each study's figures and key numbers live in one module of its own (``robustness
     KEY_NUMBERS: list[tuple[str, str]]      (column heading, dotted key into summary.json)
     plot_run(run_dir) -> list[Path]         one run's figures, into run_dir/figures
     plot_sweep(sweep_dir, run_dirs) -> list[Path]   a sweep's figures, into sweep_dir/figures
+
+``plot_run`` and ``plot_sweep`` here are the entry points: they check the folder's files first
+(a damaged one is one ``GenlabError`` naming it), and write ``figures/figures.json``, the list of
+what was drawn, last, so a folder cut while drawing (killed, disk full) is drawn again by the
+next command (``figures_drawn``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 from genlab.errors import GenlabError
-from genlab.fileio import read_json
+from genlab.fileio import read_json, remove_stale, write_error, write_json
 from genlab.reporting.plotting import read_sweep
-from genlab.runs import CONFIG, DATASET, is_sweep
+from genlab.runs import (
+    AGGREGATE,
+    CONFIG,
+    DATASET,
+    FIGURE_LIST,
+    FIGURES,
+    SUMMARY,
+    SWEEP,
+    check_files,
+    is_sweep,
+)
 
 
 def reporting_module(study_name: str) -> ModuleType:
@@ -30,13 +47,59 @@ def reporting_module(study_name: str) -> ModuleType:
     return importlib.import_module(STUDIES[study_name].reporting)
 
 
+def _module(folder: Path, name: Path, study: str) -> ModuleType:
+    try:
+        return reporting_module(study)
+    except KeyError:
+        raise GenlabError(
+            f"{folder / name}: names the study {study!r}, which this genlab does not have"
+        ) from None
+
+
+def figures_drawn(folder: Path) -> bool:
+    """Whether every figure of a run or sweep folder was drawn (its list written last), after
+    its results (summary.json, aggregate.json) were: figures drawn while a run trained are
+    drawn again once it finishes."""
+    folder = Path(folder)
+    try:
+        drawn = (folder / FIGURES / FIGURE_LIST).stat().st_mtime_ns
+    except OSError:
+        return False
+    results = [folder / SUMMARY, folder / AGGREGATE]
+    return all(drawn >= r.stat().st_mtime_ns for r in results if r.exists())
+
+
+def _draw(folder: Path, draw: Callable[[], list[Path]]) -> list[Path]:
+    """``draw()`` with the folder's list of figures written after it; an error of a reporting
+    module reading a file it did not expect becomes one line naming the folder."""
+    out = folder / FIGURES
+    try:
+        (out / FIGURE_LIST).unlink(missing_ok=True)
+    except OSError as e:
+        raise write_error(out / FIGURE_LIST, e) from None
+    remove_stale(out)
+    try:
+        files = draw()
+    except GenlabError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise GenlabError(
+            f"{folder}: its figures cannot be drawn from its files ({type(e).__name__}: {e}); "
+            "a file of it is damaged or from another genlab version"
+        ) from None
+    write_json(out / FIGURE_LIST, sorted(os.path.relpath(f, out) for f in files))
+    return files
+
+
 def plot_run(run_dir: Path) -> list[Path]:
     """Draw every figure of the run's study into ``run_dir/figures``; returns the files."""
     run_dir = Path(run_dir)
+    check_files(run_dir)
     study = read_json(run_dir / CONFIG)["study"]
     if not (run_dir / DATASET).exists():  # killed before it wrote anything to draw
         return []
-    return reporting_module(study).plot_run(run_dir)
+    module = _module(run_dir, Path(CONFIG), study)
+    return _draw(run_dir, lambda: module.plot_run(run_dir))
 
 
 def sweep_members(sweep_dir: Path) -> list[Path]:
@@ -52,8 +115,8 @@ def plot_sweep(sweep_dir: Path) -> list[Path]:
     sweep_dir = Path(sweep_dir)
     if not is_sweep(sweep_dir):
         raise GenlabError(f"{sweep_dir}: not a sweep folder (no sweep.json, or a run folder)")
-    study = read_sweep(sweep_dir)["study"]
-    return reporting_module(study).plot_sweep(sweep_dir, sweep_members(sweep_dir))
+    module = _module(sweep_dir, Path(SWEEP), read_sweep(sweep_dir)["study"])
+    return _draw(sweep_dir, lambda: module.plot_sweep(sweep_dir, sweep_members(sweep_dir)))
 
 
-__all__ = ["plot_run", "plot_sweep", "reporting_module", "sweep_members"]
+__all__ = ["figures_drawn", "plot_run", "plot_sweep", "reporting_module", "sweep_members"]

@@ -43,6 +43,7 @@ from genlab.runs import (
     METRICS,
     SUMMARY,
     SWEEP,
+    check_files,
     find_runs,
     find_sweeps,
 )
@@ -204,7 +205,14 @@ def read_run(path: Path, *, draw_missing: bool = True) -> RunView:
     except GenlabError as e:
         view.problems.append(_short(e, path))
     view.epochs_done = _count_lines(path / METRICS)
-    if not (path / SUMMARY).exists():
+    try:
+        check_files(path)  # the other files; summary.json a JSON object too
+    except GenlabError as e:  # shown as broken, with what is readable of it
+        view.state = "broken"
+        view.problems.append(_short(e, path))
+    if view.state == "finished" and (path / SUMMARY).exists():
+        view.summary = read_json(path / SUMMARY)
+    elif view.state == "finished":
         view.state = "unfinished"
         budget = view.config.get("epochs")
         done = f"{view.epochs_done} of {budget}" if budget else str(view.epochs_done)
@@ -212,18 +220,11 @@ def read_run(path: Path, *, draw_missing: bool = True) -> RunView:
             f"no {SUMMARY}: unfinished or killed ({done} epochs recorded; "
             f"files last written {_last_written(path)})"
         )
-    else:
-        try:
-            view.summary = read_json(path / SUMMARY)
-            if not isinstance(view.summary, dict):
-                raise GenlabError(f"{path / SUMMARY}: not a JSON object")
-        except GenlabError as e:
-            view.state, view.summary = "broken", None
-            view.problems.append(_short(e, path))
     draw = reporting.plot_run if view.state == "finished" and draw_missing else None
     view.figures = _figures(path, draw, view.problems)
     for file in sorted(path.glob("*.json")):
-        if file.name not in (CONFIG, ENV, SUMMARY) and file.stat().st_size <= MAX_JSON_BYTES:
+        shown = file.name not in (CONFIG, ENV, SUMMARY) and file.is_file()
+        if shown and file.stat().st_size <= MAX_JSON_BYTES:
             try:
                 view.other_json[file.name] = read_json(file)
             except GenlabError as e:
@@ -431,7 +432,7 @@ def _anchor(prefix: str, path: Path) -> str:
 def _figures(path: Path, draw: Callable[[Path], Any] | None, problems: list[str]) -> list[Figure]:
     """The PNGs of ``path/figures``, drawn first by ``draw(path)`` if there are none; what
     cannot be drawn or read is noted in ``problems``, never fatal."""
-    if draw is not None and not _pngs(path / FIGURES):
+    if draw is not None and not _pngs(path / FIGURES):  # run and sweep redraw a cut folder
         try:
             draw(path)
         except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is noted

@@ -42,6 +42,7 @@ TITLE = "Random labels"
 KEY_NUMBERS: list[tuple[str, str]] = [  # (column heading, dotted key into summary.json)
     ("labels changed", "fraction_changed"),
     ("params", "params"),
+    ("params per train label", "regime.params_per_label"),  # >= 1: over-parametrized
     ("train acc (fitted labels)", "final_train_fitted_acc"),
     ("train acc (true labels)", "final_acc.train_true"),
     ("test acc", "final_acc.test"),
@@ -80,6 +81,19 @@ def _test_note(dataset: dict[str, Any]) -> str:
     return f"test labels {dataset.get('test_labels', 'clean')}"
 
 
+def regime_note(summary: dict[str, Any]) -> str:
+    """The run's regime as a phrase, e.g. "6,666 parameters for 2,000 training labels:
+    over-parametrized", from its summary's ``regime`` (written since issue #14); "" without."""
+    r = summary.get("regime")
+    if not r:
+        return ""
+    kind = "over" if r["over_parametrized"] else "under"
+    note = f"{r['params']:,} parameters for {r['num_train']:,} training labels: {kind}-parametrized"
+    if r.get("matches_preset") is False:
+        note += f" (not as the '{r['preset']}' preset is named)"
+    return note
+
+
 # -- one run --------------------------------------------------------------------------------------
 def plot_run(run_dir: Path) -> list[Path]:
     """curves.png into ``run_dir/figures``."""
@@ -89,9 +103,12 @@ def plot_run(run_dir: Path) -> list[Path]:
     if not metrics:
         return []
     epochs = [m["epoch"] for m in metrics]
+    summary = read_json(run_dir / SUMMARY) if (run_dir / SUMMARY).exists() else {}
+    note = regime_note(summary)
     title = (
         f"Conv-4 width {cfg['width']} on {Path(str(dataset['name'])).name} ({dataset['num_train']:,} images), "
         f"p={cfg['label_noise']} {cfg['label_noise_mode']}, randomize {cfg['randomize']}; {_test_note(dataset)}"
+        + (f"\n{note}" if note else "")
     )
     views = ["train_true", "test"]
     views += [
@@ -283,12 +300,13 @@ def plot_grid(run_dirs: list[Path], out: Path) -> list[Path]:
         unique = dict(zip(labels, handles, strict=True))  # one entry per p, not per seed
         axes[0, 0].legend(unique.values(), unique.keys())
         g = group[0]
-        params = g["summary"].get("params")
+        params, note = g["summary"].get("params"), regime_note(g["summary"])
         fig.suptitle(
             f"Conv-4 width {width}"
-            + (f" ({params:,} parameters)" if params else "")
+            + (f" ({params:,} parameters)" if params and not note else "")
             + f", {g['cfg']['optimizer']} lr {g['cfg']['lr']} on {Path(str(g['dataset']['name'])).name} "
-            f"({g['dataset']['num_train']:,} images); {_test_note(g['dataset'])}",
+            f"({g['dataset']['num_train']:,} images); {_test_note(g['dataset'])}"
+            + (f"\n{note}" if note else ""),
             fontsize=9,
         )
         files.append(save(fig, Path(out) / f"curves_w{width}_{opt}_lr{lr}.png"))

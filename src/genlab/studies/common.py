@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from genlab import seeding
-from genlab.config import check_choices, flag, option
+from genlab.config import check_fields, flag, option
 from genlab.data import DATASETS, ImageDataset, Splits, channel_stats, load_dataset, take_subset
 from genlab.errors import GenlabError, MembersFailed
 from genlab.models import MODELS, make_model
@@ -71,12 +71,12 @@ class TrainConfig:
     batch_size: int = shared_option("batch_size")
     optimizer: str = shared_option("optimizer")
     lr: float = shared_option("lr")
-    momentum: float = option(0.0, "SGD momentum")
-    weight_decay: float = option(0.0, "weight decay")
+    momentum: float = option(0.0, "SGD momentum", at_least=0.0, below=1.0)
+    weight_decay: float = option(0.0, "weight decay", at_least=0.0)
     seed: int = shared_option("seed")
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_fields(self)
         check_architecture(self.width, self.kernel)  # before any run folder is made
         check_training(self.epochs, self.batch_size, self.lr)
 
@@ -214,11 +214,17 @@ def record_dataset(run: Run, prep: Prepared, **extra: Any) -> None:
 def summarize_views(
     history: list[dict[str, Any]], views: list[str], classes: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Final and best accuracy per view, and final per-class accuracy keyed by class name."""
+    """Final and best accuracy per view, and final per-class accuracy keyed by class name. An
+    empty view (no rows: its accuracy is None) gets None for every number, not 0."""
     last = history[-1]
     out: dict[str, Any] = {"final_acc": {}, "best_acc": {}, "best_epoch": {}, "per_class_acc": {}}
     for v in views:
         accs = [r[f"{v}_acc"] for r in history]
+        if last[f"{v}_acc"] is None:
+            for key in ("final_acc", "best_acc", "best_epoch"):
+                out[key][v] = None
+            out["per_class_acc"][v] = dict.fromkeys(classes)
+            continue
         best = max(range(len(accs)), key=accs.__getitem__)
         out["final_acc"][v] = last[f"{v}_acc"]
         out["best_acc"][v] = accs[best]

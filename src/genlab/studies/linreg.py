@@ -10,10 +10,17 @@ spectrum of X^T X / n follows Marchenko-Pastur with gamma = p / n; the measured 
 near the Hastie et al. (2019) theory (2.5 at gamma = 2, r = sigma = 1); and sweeping p draws the
 double-descent curve, peaked at p = n.
 
+Per-sample SGD with a constant step converges to X^+ y only where X^+ y fits every sample (p >= n,
+or no noise): there every per-sample gradient vanishes. With residuals (p < n and sigma > 0) it
+settles in a noise ball around X^+ y instead (measured at n = 500, p = 250, step 0.001: mean
+|b - X^+ y| 0.060 over epochs 150-300 at sigma = 1, 0.030 at sigma = 0.5). The printed explanation
+says which of these the run did, from its own numbers (``_explain``).
+
     genlab run linreg                          # n=500, p=1000, 1,000 epochs of per-sample SGD
     genlab run linreg --sweep-p                # plus test MSE against gamma = p/n, with theory
     genlab run linreg --lr auto --batch-size 50
-    genlab run linreg --data mydata.npz        # X_train, y_train, X_test, y_test (or a folder)
+    genlab run linreg --data mydata.npz        # X_train, y_train, X_test, y_test (or a folder);
+                                               # n, p and n_test are the file's
 
 Cost on a 2-core CPU shared with other jobs (benchmarks/bench_linreg.py, medians of 3 in two
 sessions): the default study 8-12 s, figures included (SVD, ridge path, 1,000 GD steps, 500,000
@@ -23,6 +30,7 @@ per-sample SGD updates at ~3 us each, the scikit-learn cross-check); with ``--sw
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -32,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from genlab import seeding
-from genlab.config import check_choices, flag, option
+from genlab.config import check_fields, flag, option
 from genlab.data.linear import LinearData, gaussian_design, load_linear
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write
@@ -44,13 +52,18 @@ from genlab.training.runtime import Runtime
 
 RIDGE_LAMBDAS = np.logspace(-8, 2, 41)
 CURVES = ("train_mse", "test_mse", "norm", "dist_to_min_norm", "outside_row_space")
+# What the explanation calls what it measured (``_sgd_outcome``, ``_compare_rates``):
+INTERPOLATES = 1e-20  # train MSE of X^+ y / mean(y^2) at or below: rounding, it fits every sample
+CONVERGED = 1e-8  # |b_SGD - X^+ y| / |X^+ y| at or below: converged (rounding is ~1e-13)
+RATE_TOLERANCE = 0.1  # per-epoch log-rates within 10% of the prediction: "agrees"
 
 
 @dataclass(frozen=True)
 class Config:
-    n: int = option(500, "training samples of the Gaussian design")
-    p: int = option(1000, "features of the Gaussian design")
-    n_test: int = option(10000, "test samples of the Gaussian design")
+    # With --data the file sets n, p and n_test: the config records its shape (see __post_init__).
+    n: int = option(500, "training samples of the Gaussian design (with --data: the file's)")
+    p: int = option(1000, "features of the Gaussian design (with --data: the file's)")
+    n_test: int = option(10000, "test samples of the Gaussian design (with --data: the file's)")
     rank: int | None = option(None, "force a design of rank R (n x R times R x p Gaussian factors)")
     r: float = option(1.0, "norm of the true coefficients, ||beta*||")
     sigma: float = option(1.0, "standard deviation of the label noise")
@@ -72,7 +85,7 @@ class Config:
     seed: int = option(0, "seed for the design, the SGD order and every random choice of the run")
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_fields(self)
         for name in ("n", "p", "n_test", "epochs", "batch_size", "sweep_points", "sweep_seeds"):
             if getattr(self, name) < 1:
                 raise GenlabError(f"{flag(name)} {getattr(self, name)}: must be >= 1")
@@ -90,16 +103,53 @@ class Config:
             if not (math.isfinite(value) and value > 0):
                 raise GenlabError(f"--lr {self.lr}: must be a positive number or 'auto'")
             object.__setattr__(self, "lr", repr(value))  # "1e-3" and "0.001": one run, one folder
-        if self.rank is not None and not 1 <= self.rank <= min(self.n, self.p):
-            raise GenlabError(
-                f"--rank {self.rank}: must be between 1 and min(n, p) = {min(self.n, self.p)}"
-            )
         if self.data is not None and self.rank is not None:
             raise GenlabError(
                 "--rank: shapes the Gaussian design only; it cannot be used with --data"
             )
         if self.sweep_p and (self.data is not None or self.rank is not None):
             raise GenlabError("--sweep-p: sweeps the full-rank Gaussian design; drop --data/--rank")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        if self.data is not None and any(getattr(self, k) == defaults[k] for k in SIZES):
+            self._take_shape_from_data(defaults)  # not when rebuilt from its config.json
+        if self.rank is not None and not 1 <= self.rank <= min(self.n, self.p):
+            raise GenlabError(
+                f"--rank {self.rank}: must be between 1 and min(n, p) = {min(self.n, self.p)}"
+            )
+
+    def _take_shape_from_data(self, defaults: dict[str, Any]) -> None:
+        """Record the file's n, p and n_test, so config.json and the folder name say what was
+        fitted. A size left at its default (or preset) value is replaced; one that differs from
+        both the default and the file is refused: the file, not the flag, sets it. (The config
+        cannot tell ``--n 500`` typed by hand from the default 500; that one is replaced.) A
+        config with no size at its default (one rebuilt from config.json) reads no file: the
+        run checks the file against it when it loads it (``check_shape``)."""
+        data = load_linear(self.data)  # one-line GenlabErrors for a missing or bad file
+        for name, size in zip(SIZES, shape_of(data), strict=True):
+            given = getattr(self, name)
+            if given not in (size, defaults[name]):
+                raise _set_by_the_file(name, given, self.data, size)
+            object.__setattr__(self, name, int(size))
+
+
+SIZES = ("n", "p", "n_test")  # set by the file with --data
+
+
+def shape_of(data: LinearData) -> tuple[int, int, int]:
+    return data.n, data.p, data.x_test.shape[0]
+
+
+def check_shape(cfg: Config, data: LinearData) -> None:
+    """The file of ``--data`` still has the shape the run's config records."""
+    for name, size in zip(SIZES, shape_of(data), strict=True):
+        if getattr(cfg, name) != size:
+            raise _set_by_the_file(name, getattr(cfg, name), cfg.data, size)
+
+
+def _set_by_the_file(name: str, given: int, data: str | None, size: int) -> GenlabError:
+    return GenlabError(
+        f"{flag(name)} {given}: --data {data} sets it ({name} = {size} there); drop {flag(name)}"
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -136,6 +186,7 @@ def _run(cfg: Config, run: Run, *, log: LogFn) -> dict[str, Any]:
     seeds = seeding.spawn(cfg.seed, 4)
     if cfg.data:
         data = load_linear(cfg.data)
+        check_shape(cfg, data)
     else:
         rng = np.random.default_rng(seeds[0])
         data = gaussian_design(cfg.n, cfg.p, cfg.n_test, cfg.r, cfg.sigma, rng, cfg.rank)
@@ -224,6 +275,11 @@ def _exact(
         "min_norm": float(np.linalg.norm(beta_mn)),
         "min_norm_vs_lstsq": _rel(beta_mn, beta_lstsq),
         "train_mse_min_norm": float(lin.mse(x, y, beta_mn)),
+        # X^+ y fits every sample up to float64 rounding (relative squared residual ~1e-30 when
+        # rank = n; ~sigma^2 (1 - p/n) / (r^2 + sigma^2) for a noisy Gaussian design with p < n)
+        "min_norm_interpolates": bool(
+            lin.mse(x, y, beta_mn) <= INTERPOLATES * max(float(np.mean(y * y)), 1e-300)
+        ),
         "test_mse_min_norm": float(lin.mse(data.x_test, data.y_test, beta_mn)),
         "min_norm_outside_row_space": float(lin.outside_row_space(dec, beta_mn)),
         "normal_equations_residual": _normal_residual(x, y, beta_mn),
@@ -370,6 +426,25 @@ def _descend(
                 else None,
             }
         )
+    # SGD over the last half of the epochs: did its distance to X^+ y keep falling as the
+    # expected iterate's must (by rho^(T - h) at least), or settle? (_sgd_outcome)
+    half = cfg.epochs // 2
+    dist = curves["sgd"]["dist_to_min_norm"]
+    rho = s["sgd_predicted_contraction_slowest"]
+    s.update(
+        {
+            "sgd_half_epoch": half,
+            "sgd_half_dist_to_min_norm": dist[half],
+            "sgd_late_remaining_fraction_measured": dist[-1] / dist[half]
+            if dist[half] > 0
+            else None,
+            "sgd_late_remaining_fraction_predicted": rho ** (cfg.epochs - half),
+        }
+    )
+    s["sgd_outcome"] = _sgd_outcome(s)
+    s["sgd_rate_vs_expected"] = _compare_rates(
+        s["sgd_measured_contraction_slowest"], s["sgd_predicted_contraction_slowest"]
+    )
     # GD from zero is linear: its train MSE after T steps is known in closed form (a check only):
     # sum_k lambda_k (v_k . b_mn)^2 (1 - lr lambda_k)^(2T) plus the min-norm solution's own.
     coef = dec.vt @ beta_mn
@@ -456,11 +531,40 @@ def _write_curves(run: Run, curves: dict[str, dict[str, list[float]]]) -> None:
     atomic_write(run.file(METRICS), lambda f: f.write(text), mode="w")
 
 
+def _sgd_outcome(s: dict[str, Any]) -> str:
+    """Where SGD ended, from its measured distance to X^+ y: "converged" (down to CONVERGED of
+    |X^+ y|), "settled" (it fell by less than half over the last half of the epochs while the
+    expected iterate would have fallen below 5% of where it was: it stopped approaching), or
+    "approaching" (still falling, or too few epochs to tell)."""
+    final, late = s["sgd_final_dist_to_min_norm"], s["sgd_late_remaining_fraction_measured"]
+    if final <= CONVERGED * max(s["min_norm"], 1e-300):
+        return "converged"
+    if late is not None and late > 0.5 and s["sgd_late_remaining_fraction_predicted"] < 0.05:
+        return "settled"
+    return "approaching"
+
+
+def _compare_rates(measured: float | None, predicted: float) -> str | None:
+    """ "faster", "slower" or "agrees" (per-epoch log-rates within RATE_TOLERANCE); None when
+    nothing was measured."""
+    if measured is None:
+        return None
+    if 0 < measured < 1 and 0 < predicted < 1:
+        ratio = math.log(measured) / math.log(predicted)  # > 1: contracted faster
+        if abs(ratio - 1) <= RATE_TOLERANCE:
+            return "agrees"
+        return "faster" if ratio > 1 else "slower"
+    if measured == predicted:
+        return "agrees"
+    return "faster" if measured < predicted else "slower"
+
+
 def _explain(s: dict[str, Any]) -> list[str]:
-    """Why GD/SGD's training error is not exactly zero after a finite number of epochs."""
+    """How GD and SGD approached X^+ y in this run, each sentence chosen by what the run measured
+    and every number taken from ``s``."""
     lines = [
-        f"Why the training error is not exactly zero after {s['epochs']} epochs: GD and SGD from zero reach the "
-        "min-norm least-squares solution X^+ y only geometrically, one eigendirection of X^T X / n at a time.",
+        f"How GD and SGD from zero approached the least-squares solution of minimum norm X^+ y in {s['epochs']} "
+        "epochs: GD geometrically, one eigendirection of X^T X / n at a time, the slowest one last.",
         f"The slowest direction has the smallest nonzero eigenvalue lambda_min+ = {s['lambda_min_nonzero']:.4g} "
         f"(lambda_max = {s['lambda_max']:.4g}; condition number on the non-null space {s['cond_nonnull']:.1f}).",
     ]
@@ -469,37 +573,125 @@ def _explain(s: dict[str, Any]) -> list[str]:
         ("sgd", f"SGD (batch {s['batch_size']})", f"{s['sgd_steps_per_epoch']} steps"),
     ):
         measured = s[f"{name}_measured_contraction_slowest"]
+        remaining = s[f"{name}_slowest_remaining_fraction_measured"]
         lines.append(
             f"{label}, step {s[f'{name}_lr']:.3g}, {per} per epoch: predicted per-epoch contraction of the slowest "
             f"direction (1 - lr lambda_min+)^steps = {s[f'{name}_predicted_contraction_slowest']:.6f}, measured "
             + (f"{measured:.6f}" if measured is not None else "n/a")
             + f"; after {s['epochs']} epochs {s[f'{name}_slowest_remaining_fraction_predicted']:.2e} of it remains "
-            f"(measured {s[f'{name}_slowest_remaining_fraction_measured']:.2e}); final train MSE {s[f'{name}_final_train_mse']:.2e}."
+            + (f"(measured {remaining:.2e})" if remaining is not None else "(measured n/a)")
+            + f"; final train MSE {s[f'{name}_final_train_mse']:.2e}."
         )
-    sharp = s["sgd_lr"] * s["max_row_norm_sq"] / s["batch_size"]
-    lines.append(
-        "GD's prediction is exact (GD from zero is linear). SGD's is for the expected iterate (expected step map "
-        f"I - lr X^T X / n); here lr max_i |x_i|^2 / batch = {sharp:.3g}"
-        + (
-            ", so each step comes close to projecting onto its samples' hyperplane (as in randomized Kaczmarz) "
-            "and one run contracts faster than the mean"
-            if sharp > 0.3
-            else ", small, so one run should follow the mean closely"
-        )
-        + "; the two agree as that product goes to 0 (n=500, p=1000, per-sample: 0.99181 predicted, "
-        "0.99139 measured at lr 1e-4)."
-    )
+    lines.append(_gd_check(s))
+    lines.append(_sgd_rate(s))
+    lines.append(_sgd_end(s))
     lines.append(
         f"GD's final train MSE predicted from the spectrum: {s['gd_predicted_final_train_mse']:.2e}. The limit X^+ y "
         f"has train MSE {s['train_mse_min_norm']:.1e}: "
         + (
-            "it interpolates (rank = n), so what is left of that is float64 rounding, and once a direction has shrunk "
-            "below rounding the error stops falling."
-            if s["rank"] == s["n"]
-            else f"rank(X) = {s['rank']} < n = {s['n']}, so no solution interpolates and the error cannot reach zero."
+            (
+                "it interpolates (rank = n)"
+                if s["rank"] == s["n"]
+                else f"it interpolates though rank(X) = {s['rank']} < n = {s['n']} (y lies in the column space of X)"
+            )
+            + ", so what is left of that is float64 rounding, and once a direction has shrunk below rounding the "
+            "error stops falling."
+            if s["min_norm_interpolates"]
+            else f"rank(X) = {s['rank']} < n = {s['n']} and y is not in the column space of X, so no solution "
+            "interpolates and the training error cannot reach zero."
         )
     )
     return lines
+
+
+def _gd_check(s: dict[str, Any]) -> str:
+    measured, predicted = (
+        s["gd_measured_contraction_slowest"],
+        s["gd_predicted_contraction_slowest"],
+    )
+    if measured is None:
+        return "GD's contraction could not be measured (X^+ y has no component along the slowest direction)."
+    rel = abs(measured - predicted) / max(abs(predicted), 1e-300)
+    return (
+        f"GD's measured contraction matches the prediction to {rel:.1e} (relative): GD from zero is linear, "
+        "so the prediction is exact."
+        if rel <= 1e-6
+        else f"GD's measured contraction differs from the prediction by {rel:.1e} (relative), though GD from zero "
+        "is linear: float64 rounding, or a slowest direction that reached rounding within a few epochs."
+    )
+
+
+def _sgd_rate(s: dict[str, Any]) -> str:
+    """SGD's measured rate along the slowest direction against the expected iterate's."""
+    verdict = s["sgd_rate_vs_expected"]
+    measured, predicted = (
+        s["sgd_measured_contraction_slowest"],
+        s["sgd_predicted_contraction_slowest"],
+    )
+    sharp = s["sgd_lr"] * s["max_row_norm_sq"] / s["batch_size"]
+    head = (
+        "SGD's prediction is for the expected iterate (expected step map I - lr X^T X / n), not for one run; "
+        f"here lr max_i |x_i|^2 / batch = {sharp:.3g}. "
+    )
+    if verdict is None:
+        return head + "Its contraction could not be measured in this run."
+    numbers = f"(measured {measured:.6f} per epoch, predicted {predicted:.6f})"
+    if verdict == "agrees":
+        return (
+            head + f"This run followed it: per-epoch rates within {RATE_TOLERANCE:.0%} {numbers}."
+        )
+    if verdict == "faster":
+        why = (
+            ": each step comes close to projecting onto its samples' hyperplane, as in randomized Kaczmarz, "
+            "which shrinks one run's error faster than the mean's"
+            if sharp > 0.3
+            else ""
+        )
+        return head + f"This run contracted faster than it {numbers}{why}."
+    why = (
+        ": the measured rate spans the epochs SGD spent settled around X^+ y (below)"
+        if s["sgd_outcome"] == "settled"
+        else ""
+    )
+    return head + f"This run contracted slower than it {numbers}{why}."
+
+
+def _sgd_end(s: dict[str, Any]) -> str:
+    """Where SGD ended: converged, settled in a noise ball (and why), or still approaching."""
+    final, outcome = s["sgd_final_dist_to_min_norm"], s["sgd_outcome"]
+    half, epochs = s["sgd_half_epoch"], s["epochs"]
+    late = s["sgd_late_remaining_fraction_measured"]
+    fits = (
+        f"X^+ y fits every training sample (train MSE {s['train_mse_min_norm']:.1e})"
+        if s["min_norm_interpolates"]
+        else f"X^+ y leaves residuals (train MSE {s['train_mse_min_norm']:.3g})"
+    )
+    if outcome == "converged":
+        return (
+            f"SGD converged to X^+ y: |b_SGD - X^+ y| = {final:.2e} after {epochs} epochs "
+            f"({final / max(s['min_norm'], 1e-300):.1e} of |X^+ y|). "
+            + (
+                f"{fits}, so every per-sample gradient vanishes there and a constant step leaves no noise at the "
+                "solution."
+                if s["min_norm_interpolates"]
+                else f"{fits}; a constant step would leave SGD in a noise ball around it, smaller than {final:.2e} here."
+            )
+        )
+    change = (
+        f"from {s['sgd_half_dist_to_min_norm']:.3g} at epoch {half} to {final:.3g} at epoch {epochs} "
+        f"(x{'n/a' if late is None else f'{late:.3g}'}; the expected iterate's would shrink to at most "
+        f"x{s['sgd_late_remaining_fraction_predicted']:.2e})"
+    )
+    if outcome == "settled":
+        return f"SGD did not converge: its distance to X^+ y went {change}. " + (
+            f"{fits}, so the per-sample gradients do not vanish there and constant-step SGD settles in a noise "
+            "ball around X^+ y instead, of radius proportional to the residuals and shrinking with the step "
+            f"(a smaller --lr, or a decaying step, gets closer); its final train MSE {s['sgd_final_train_mse']:.4g} "
+            f"is above X^+ y's {s['train_mse_min_norm']:.4g}."
+            if not s["min_norm_interpolates"]
+            else f"{fits}, so this is not the noise ball of non-zero residuals; genlab has no explanation for it."
+        )
+    return f"SGD is still approaching X^+ y after {epochs} epochs: its distance went {change}."
 
 
 def _sklearn_check(

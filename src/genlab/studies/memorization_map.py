@@ -12,8 +12,10 @@ n or more.
     genlab run memorization-map                        # digits, n = 1,000, 8 widths x 5 p
     genlab run memorization-map --dataset cifar10 --data-dir ../shared/data/cifar10-jpeg
 
-A cell is one line of metrics.jsonl, written when it finishes: re-running the command skips the
-cells already done (a killed cell is retrained from its seed, so the map is the same).
+A cell is one line of metrics.jsonl. The cells of one row (a width) train together, so they are
+written together, in one atomic write: re-running the command skips the rows already done, and a
+row a kill cut is trained again whole, from the same seeds and in the same grouping, so the map is
+bit for bit the uninterrupted one.
 Images are resized to 16x16 by default (``--image-size 0`` keeps 32x32): Conv-4 ends in a global
 max pool, so the parameter counts are unchanged while every cell costs a quarter; the embedded
 digits hold only 8x8 of detail. Width 16 fits 1,000 random digit labels in 24 epochs this way.
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 
 from genlab import seeding
-from genlab.config import check_choices, option
+from genlab.config import check_fields, option
 from genlab.data import channel_stats, load_dataset, take_subset
 from genlab.data.labels import NOISE_MODES, check_noise, corrupt_labels
 from genlab.data.resize import resize
@@ -69,7 +71,7 @@ class Config:
     seed: int = shared_option("seed")
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_fields(self)
         if self.image_size < 0 or 0 < self.image_size < 4:
             raise GenlabError(f"--image-size {self.image_size}: must be 0 (keep) or >= 4")
         if self.n < 1:
@@ -143,6 +145,7 @@ def _run_map(cfg: Config, run: Run, rt: Runtime) -> dict[str, Any]:
         cells = _train_row(
             cfg, width, todo, x, {p: labels[p][0].to(device) for p in todo}, normalize, K, rt
         )
+        row = []
         for p, (model, history) in zip(todo, cells, strict=True):
             test = evaluate(model, test_x, test_y, normalize, K, precision=rt.precision)
             last = history[-1]
@@ -163,10 +166,12 @@ def _run_map(cfg: Config, run: Run, rt: Runtime) -> dict[str, Any]:
                 "seconds": sum(r["seconds"] + r["eval_seconds"] for r in history),
                 "fraction_changed": labels[p][1].float().mean().item(),
             }
-            run.append_metrics(cell)
+            row.append(cell)
             done[(width, p)] = cell
+        run.extend_metrics(row)
+        for cell in row:
             log(
-                f"c={width:>3} ({cell['params']:>9,} params)  p={p:<5} epochs {cell['epochs']:>3}  "
+                f"c={width:>3} ({cell['params']:>9,} params)  p={cell['label_noise']:<5} epochs {cell['epochs']:>3}  "
                 f"fitted train acc {cell['train_fitted_acc']:.3f}  test acc {cell['test_acc']:.3f}  {cell['seconds']:.1f}s"
             )
     cells = [done[(w, p)] for p in cfg.noise_levels for w in cfg.widths]

@@ -28,10 +28,19 @@ from genlab.errors import GenlabError
 from genlab.fileio import read_json
 from genlab.models import apply_invariance, make_model
 from genlab.models.invariance import layer_invariance
-from genlab.runs import CONFIG, DATASET, INVARIANCE, VIEW_RESULTS, Run
+from genlab.runs import (
+    CHECKPOINT,
+    CONFIG,
+    INVARIANCE,
+    VIEW_RESULTS,
+    Run,
+    check_files,
+    read_dataset,
+)
 from genlab.seeding import fixed
 from genlab.training import Normalizer, evaluate, resolve_device
 from genlab.training.engine import LogFn
+from genlab.training.loop import load_state
 
 INVARIANCE_IMAGES = 512  # test images for the per-layer measures (CKA needs an N x N Gram)
 INVARIANCE_VIEW = "vflip"
@@ -98,6 +107,7 @@ def load_trained(
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).exists():
         raise GenlabError(f"{run_dir}: not a run folder (no {CONFIG})")
+    check_files(run_dir)
     cfg = read_json(run_dir / CONFIG)["config"]
     if "model" not in cfg or "width" not in cfg:
         raise GenlabError(f"{run_dir}: not an image-model run (its config names no model)")
@@ -107,9 +117,9 @@ def load_trained(
         flags = ", ".join(flag(k) for k in changed)
         raise GenlabError(f"{run_dir}: trained with {flags}; its views would not be its test set")
     state = Run(run_dir, "resume").load_checkpoint()
-    if state is None:
-        raise GenlabError(f"{run_dir}: no checkpoint yet (train at least one epoch first)")
-    stats = read_json(run_dir / DATASET)
+    if state is None or state["epoch"] == 0:
+        raise GenlabError(f"{run_dir}: no trained epoch yet (train at least one epoch first)")
+    stats = read_dataset(run_dir)
     dev = resolve_device(device)
     splits = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"), quiet=True)
     if list(splits.test.classes) != stats["classes"]:
@@ -118,7 +128,7 @@ def load_trained(
         cfg["model"], cfg["width"], cfg["kernel"], splits.test.num_classes, splits.test.shape[-1]
     )
     model = apply_invariance(model, cfg.get("invariance", "none"))
-    model.load_state_dict(state["model"])
+    load_state(model, None, state, run_dir / CHECKPOINT)
     model = model.to(dev, memory_format=torch.channels_last).eval()
     norm = stats["normalization"]
     normalize = Normalizer.from_stats(norm["mean"], norm["std"], dev)

@@ -270,7 +270,9 @@ def evaluate_targets(
     precision: str = "fp32",
 ) -> list[dict[str, object]]:
     """``evaluate`` for several label sets (each on all rows, or on the rows its mask keeps) of
-    the same images, from one forward pass over them."""
+    the same images, from one forward pass over them. A set with no rows (a mask keeping none,
+    e.g. the changed labels at label noise 0) has loss and accuracy None, not 0; so has the
+    per-class accuracy of a class with no rows in the set (null in metrics.jsonl)."""
     model.eval()
     device = normalize.scale.device
     batch_size = batch_size or EVAL_BATCH.get(device.type, 1024)
@@ -295,13 +297,15 @@ def evaluate_targets(
     out = []
     for (labels, mask), (total_loss, hits) in zip(targets, sums, strict=True):
         kept = labels if mask is None else labels[mask]
-        counts = torch.bincount(kept, minlength=num_classes).clamp_min(1).cpu()
-        n = max(len(kept), 1)
+        n = len(kept)
+        counts = torch.bincount(kept, minlength=num_classes).cpu().tolist()
         out.append(
             {
-                "loss": total_loss.item() / n,
-                "acc": hits.sum().item() / n,
-                "per_class_acc": (hits.cpu().double() / counts.double()).tolist(),
+                "loss": total_loss.item() / n if n else None,
+                "acc": hits.sum().item() / n if n else None,
+                "per_class_acc": [
+                    h / c if c else None for h, c in zip(hits.cpu().tolist(), counts, strict=True)
+                ],
             }
         )
     return out

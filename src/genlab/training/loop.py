@@ -10,6 +10,14 @@ Per epoch, in this order: train, evaluate every view, append the metrics record,
 checkpoint. A kill between the last two leaves a record the checkpoint does not cover; resuming
 drops it and recomputes that epoch, so a resumed run writes exactly what an uninterrupted one
 would (the data order of an epoch depends only on the seed and the epoch number).
+
+Members of a cohort are written one after another, so a kill can leave some at epoch e and
+their cohort-mates at e - 1. How a member is computed depends on its cohort (grouped chunks
+sum in another order; lanes have fewer threads), so a member that saved an epoch that a mate
+(named in the record's ``cohort``) did not is rolled back to its previous checkpoint on resume,
+and the cohort trains that epoch again as it did: the resumed runs are bit for bit the
+uninterrupted ones. Where no rollback is possible (no previous.pt) it says so, and the records'
+``cohort``, ``group_size`` and ``lanes`` show how each epoch was computed.
 """
 
 from __future__ import annotations
@@ -18,12 +26,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.runs import TENSORBOARD, Run
+from genlab.runs import CHECKPOINT, METRICS, PREVIOUS, TENSORBOARD, Damaged, Run
 from genlab.training.engine import (
     LogFn,
     NonFiniteLoss,
@@ -85,7 +94,16 @@ def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> l
     progress: dict[int, EpochProgress] = {}
     for m in members:
         if m.run is not None:
-            m.epoch, m.history = resume(m.run, m.model, m.optimizer, rt.log)
+            try:
+                m.epoch, m.history = resume(m.run, m.model, m.optimizer, rt.log, m.spec.epochs)
+            except GenlabError as e:  # a damaged run folder: this member fails, the others go on
+                m.error = e
+    roll_back_cohorts(members, rt.log)
+    for m in members:  # epoch 0 too: a member cut before its mates saved epoch 1 goes back to it
+        if m.run is not None and m.error is None and not m.run.file(CHECKPOINT).exists():
+            m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, 0))
+    for m in members:
+        if m.run is not None and m.error is None:
             board = m.run.file(TENSORBOARD) if rt.tensorboard else None
             progress[id(m)] = EpochProgress(
                 m.run.path.name,
@@ -159,6 +177,7 @@ def _train(
             record["eval_seconds"] = t_eval.seconds / len(cohort)
             # how it trained: float summation orders (so the last digits) depend on these
             record["group_size"], record["lanes"] = sizes[id(m)], now.lanes
+            record["cohort"] = [c.run.path.name for c in cohort if c.run is not None]
             if m.run is not None:
                 m.run.append_metrics(record)
                 m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, epoch))
@@ -186,19 +205,97 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: 
     }
 
 
+def load_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    state: Mapping[str, object],
+    source: Path,
+) -> None:
+    """Load a checkpoint's model (and optimizer) state; ``Damaged`` naming ``source`` when it
+    does not fit them (missing or unexpected keys, other shapes)."""
+    try:
+        model.load_state_dict(state["model"])  # type: ignore[arg-type]
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Damaged(source, f"does not fit the model or optimizer ({text[:300]})") from None
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:  # load_state_dict checks counts, not shapes
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.ndim and value.shape != param.shape:
+                    raise Damaged(
+                        source,
+                        f"does not fit the optimizer ({key} of shape {tuple(value.shape)} "
+                        f"for a parameter of shape {tuple(param.shape)})",
+                    )
+    fit_optimizer_to_device(optimizer)  # saved on another device, or before graphs existed
+
+
 def resume(
-    run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, log: LogFn
+    run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, log: LogFn, epochs: int
 ) -> tuple[int, list[Record]]:
+    """The epoch the run's checkpoint was saved after (0: none) and the records up to it, the
+    checkpoint loaded into ``model`` and ``optimizer``; ``Damaged`` for a checkpoint that does
+    not fit them or the run's ``epochs``, or records that do not reach it."""
     state = run.load_checkpoint()
     if state is None:
         return 0, run.keep_metrics(0)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    fit_optimizer_to_device(optimizer)  # saved on another device, or before graphs existed
+    epoch = int(state["epoch"])  # type: ignore[call-overload]
+    if epoch > epochs:
+        raise Damaged(run.file(CHECKPOINT), f"saved after epoch {epoch} of a run of {epochs}")
+    load_state(model, optimizer, state, run.file(CHECKPOINT))
     # nothing in training draws from PyTorch's global generators (the data order of an epoch
     # comes from (seed, epoch)), so their saved state is a record, not something to restore
-    log(f"resuming {run.path} after epoch {state['epoch']}")
-    return state["epoch"], run.keep_metrics(state["epoch"])
+    found = [r.get("epoch") for r in run.metrics()][:epoch]
+    if found != list(range(1, epoch + 1)):
+        raise Damaged(
+            run.file(METRICS), f"holds {len(found)} records for the checkpoint's {epoch} epochs"
+        )
+    if epoch:
+        log(f"resuming {run.path} after epoch {epoch}")
+    return epoch, run.keep_metrics(epoch)
+
+
+def roll_back_cohorts(members: Sequence[Member], log: LogFn) -> None:
+    """Members that saved an epoch a cohort-mate of it (in this call) did not go back to their
+    previous checkpoint, so the cohort trains that epoch again together (module docstring)."""
+    by_name: dict[str, list[Member]] = {}
+    for m in members:
+        if m.run is not None:
+            by_name.setdefault(m.run.path.name, []).append(m)
+    changed = True
+    while changed:
+        changed = False
+        for m in members:
+            if m.run is None or not m.history:
+                continue
+            names = m.history[-1].get("cohort") or []
+            mates = [by_name[n][0] for n in names if len(by_name.get(n, [])) == 1]  # type: ignore[union-attr]
+            behind = [o for o in mates if o.error is None and o.epoch == m.epoch - 1]
+            if m.error is not None or not behind:
+                continue
+            shown = f"{m.run.path}: its cohort-mate {behind[0].run.path.name} did not save epoch {m.epoch}"  # type: ignore[union-attr]
+            try:
+                previous = m.run.load_checkpoint(PREVIOUS)
+            except GenlabError as e:
+                previous, why = None, str(e)
+            else:
+                why = f"no {PREVIOUS} of epoch {m.epoch - 1}"
+            if previous is None or previous["epoch"] != m.epoch - 1:
+                log(
+                    f"{shown}, and {why} to go back to: the next epochs train in another cohort "
+                    f"(see cohort and group_size in {METRICS})"
+                )
+                continue
+            load_state(m.model, m.optimizer, previous, m.run.file(PREVIOUS))
+            m.run.restore_previous()
+            m.epoch -= 1
+            m.history = m.run.keep_metrics(m.epoch)
+            log(f"{shown}: back to epoch {m.epoch}, to train it again with its cohort")
+            changed = True
 
 
 def epoch_line(record: Record, epochs: int, views: Mapping[str, View]) -> str:
@@ -206,6 +303,8 @@ def epoch_line(record: Record, epochs: int, views: Mapping[str, View]) -> str:
         f"epoch {record['epoch']:>3}/{epochs}",
         f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}",
     ]
-    parts += [f"{name} acc {record[f'{name}_acc']:.4f}" for name in views]
+    for name in views:  # an empty view (no rows) has accuracy None
+        acc = record[f"{name}_acc"]
+        parts.append(f"{name} acc {'n/a' if acc is None else f'{acc:.4f}'}")
     parts.append(f"{record['seconds']:.1f}s")
     return "  ".join(parts)
