@@ -7,9 +7,11 @@ A run folder holds::
                     each resumption adds an entry under "resumed"
     dataset.json    what the run trained on: sizes, class names, normalization statistics
     metrics.jsonl   one JSON object per epoch, appended and flushed
-    checkpoint.pt   model, optimizer, epoch, RNG states (atomic; torch.load(weights_only=True))
+    checkpoint.pt   model, optimizer, epoch, RNG states (atomic; torch.load(weights_only=True));
+                    epoch 0 (the initial weights) is saved when the run starts
     previous.pt     the checkpoint before it (a hard link): a member of a cohort that saved an
-                    epoch its cohort-mates did not is rolled back to it on resume
+                    epoch its cohort-mates did not is rolled back to it on resume; removed
+                    when summary.json is written
     summary.json    written last: its presence marks the run finished
     figures/        the figures; figures/figures.json, written last, lists them (a folder
                     without it was cut while drawing and is drawn again)

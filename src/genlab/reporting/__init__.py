@@ -80,8 +80,6 @@ def _draw(folder: Path, draw: Callable[[], list[Path]]) -> list[Path]:
     remove_stale(out)
     try:
         files = draw()
-    except GenlabError:
-        raise
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
         raise GenlabError(
             f"{folder}: its figures cannot be drawn from its files ({type(e).__name__}: {e}); "
