@@ -173,7 +173,7 @@ def test_figures_command_redraws(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "figures", str(tmp_path))
     assert code == 0 and len(list((run_dir / FIGURES).glob("*.png"))) == 5  # 3 + views, invariance
     code, _, err = run_cli(capsys, "figures", str(tmp_path / "none"))
-    assert code == 1 and "no run folders found" in err
+    assert code == 1 and "no run or analysis folders found" in err
 
 
 def test_figures_of_a_run_killed_before_its_first_epoch(tmp_path, capsys):

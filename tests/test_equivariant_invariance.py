@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from genlab.analysis.invariance import block_features, layer_invariance, mean_cosine
+from genlab.analysis.measures import linear_cka
 from genlab.models import Conv4, GroupAverage, make_model
-from genlab.models.invariance import block_features, layer_invariance, linear_cka, mean_cosine
 
 LAYERS = ["block1", "block2", "block3", "block4", "logits"]
 

@@ -188,3 +188,24 @@ def test_a_run_on_cuda_records_device_and_precision(tmp_path: Path, capsys):
     env = json.loads((run_dir / ENV).read_text())
     assert env["device"].startswith("cuda") and env["precision"] == "bf16"
     assert env["device_name"] == torch.cuda.get_device_name() and env["cuda_graphs"] is True
+
+
+def test_analyses_keep_activations_and_statistics_on_the_device(tmp_path):
+    """Similarity on CUDA: the HSIC sums and PWCCA moments live on the GPU, and the numbers
+    are the CPU's up to float summation order."""
+    import genlab
+    from genlab.analysis import similarity
+    from genlab.analysis.trained import load
+
+    folder = genlab.sweep(
+        "random-labels", out=tmp_path, dataset="digits", train_subset=120, width=4, epochs=2,
+        label_noise=[0.0, 1.0], seeds=2, quiet=True, device="cpu",
+    )  # fmt: skip
+    found = {}
+    for device in ("cpu", "cuda"):
+        rt = Runtime.resolve(device=device, precision="fp32", quiet=True)
+        trained, groups = load([folder], rt)
+        assert trained[0].setup.member.normalize.scale.device.type == device
+        found[device] = similarity.measure(trained, groups, similarity.Config(probe=200), rt)
+    cpu, gpu = (torch.tensor(found[d]["cka"]["matrix"], dtype=torch.float64) for d in found)
+    torch.testing.assert_close(gpu, cpu, rtol=0, atol=1e-4)

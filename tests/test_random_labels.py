@@ -427,7 +427,7 @@ def test_p0_digits_run_stores_null_for_the_empty_noisy_view_and_warns_of_the_reg
     epoch line prints n/a, and summaries, aggregation and figures take it. Width 4 (the 'under'
     preset's) on 200 images is over-parametrized: one warning, and the summary says so."""
     from genlab.aggregate import aggregate
-    from genlab.config import identity_dict
+    from genlab.config import from_dict, identity_dict
     from genlab.reporting.random_labels import regime_note
     from genlab.studies.random_labels import Config
 
@@ -470,7 +470,7 @@ def test_p0_digits_run_stores_null_for_the_empty_noisy_view_and_warns_of_the_reg
     )
     # aggregation over seeds leaves the empty view out of the metrics instead of averaging zeros
     cfg = json.loads((path / "config.json").read_text())["config"]
-    settings = identity_dict(Config(**cfg))
+    settings = identity_dict(from_dict(Config, cfg))
     (entry,) = aggregate([({**settings, "seed": s}, summary) for s in (0, 1)])
     assert "final_acc.train_noisy" not in entry["metrics"]
     assert entry["numbers_in"]["final_acc.train_noisy"] == 0

@@ -31,7 +31,17 @@ from genlab.reporting import plotting
 from genlab.reporting import random_labels as rl_reporting
 from genlab.reporting import robustness as rob_reporting
 from genlab.reporting.html import build_report, fmt, fmt_interval
-from genlab.runs import AGGREGATE, CONFIG, DATASET, FIGURES, METRICS, SUMMARY, SWEEP, is_sweep
+from genlab.runs import (
+    AGGREGATE,
+    CONFIG,
+    DATASET,
+    FIGURES,
+    METRICS,
+    SUMMARY,
+    SWEEP,
+    find_runs,
+    is_sweep,
+)
 from genlab.studies import STUDIES
 
 TINY = {
@@ -163,13 +173,17 @@ def test_demo_ends_with_a_report_of_all_three_studies(tmp_path, monkeypatch, cap
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"report (open in a browser): {tmp_path / 'report' / 'index.html'}"
     page = (tmp_path / "report" / "index.html").read_text()
-    assert {p.parent.name for p in paths} == {"robustness", "random-labels", "linreg"}
+    assert {p.parent.name for p in paths} == {"robustness", "random-labels", "linreg", "analysis"}
     assert set(re.findall(r'id="study-([\w-]+)"', page)) == {
         "robustness",
         "random-labels",
         "linreg",
     }
-    assert f"{len(paths)} finished, 0 unfinished, 0 broken." in " ".join(page.split())
+    runs = find_runs(paths)  # 2 flip-study runs, linreg, the random-labels sweep's 2 x 2
+    assert len(runs) == 7
+    assert f"{len(runs)} finished, 0 unfinished, 0 broken." in " ".join(page.split())
+    for analysis in paths[-2:]:  # the similarity and criticality of the random-labels sweep
+        assert analysis.name in page
 
 
 # -- sweep folders, built by hand with known numbers -------------------------------------------

@@ -178,3 +178,20 @@ def write_aggregate(entries: list[dict], folder: Path) -> tuple[Path, Path]:
     write_json(json_path, {"entries": entries, "confidence": CONFIDENCE, "method": METHOD})
     atomic_write(csv_path, lambda f: f.write(text), mode="w")
     return json_path, csv_path
+
+
+def varying_keys(settings: Sequence[dict[str, Any]]) -> list[str]:
+    """The keys whose values differ between the dicts, in first-seen order."""
+    keys: dict[str, None] = {}
+    for s in settings:
+        keys.update(dict.fromkeys(s))
+    return [
+        k
+        for k in keys
+        if len({json.dumps(s.get(k), sort_keys=True, default=repr) for s in settings}) > 1
+    ]
+
+
+def setting_label(settings: dict[str, Any]) -> str:
+    """``width=8, augment=double``; "all members" when nothing varies."""
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "all members"

@@ -5,6 +5,7 @@
     folder = genlab.sweep("robustness", width=[4, 8], augment=["none", "double"], seeds=3)
     run = genlab.load_run(path)            # config, model (eval mode), normalizer, metrics
     frame = genlab.runs_frame([folder])    # one row per run: settings and summary numbers
+    analysis = genlab.analyze("similarity", [folder], probe=500)   # -> the analysis folder
 
 Settings are the config fields of the study (``genlab run STUDY --help`` lists them, with
 underscores for dashes); a Config built in Python is checked as one from the command line.
@@ -133,6 +134,34 @@ def sweep(
         tensorboard=tensorboard,
         **options,
     )
+
+
+def analyze(
+    kind: str,
+    runs: list[str | Path] | str | Path,
+    *,
+    out: str | Path = "runs",
+    force: bool = False,
+    quiet: bool = False,
+    device: str = "auto",
+    threads: int | None = None,
+    data_dir: str | None = None,
+    **settings: Any,
+) -> Path:
+    """``genlab analyze KIND RUNS...``: "similarity" or "criticality" of the finished runs at
+    or below ``runs`` (run or sweep folders); ``settings`` are the analysis' flags (``probe=``,
+    ``measure=``, ``batch_size=``). Returns the analysis folder (OUT/analysis/<kind>-<hash>)."""
+    from genlab.analysis import analyses
+    from genlab.analysis import analyze as run_analysis
+    from genlab.config import from_dict
+    from genlab.training.runtime import Runtime
+
+    if kind not in analyses():
+        raise GenlabError(f"{kind!r}: no such analysis (valid: {', '.join(analyses())})")
+    cfg = from_dict(analyses()[kind][0], settings)
+    rt = Runtime.resolve(device=device, precision="fp32", threads=threads, quiet=quiet)
+    paths = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(p) for p in runs]
+    return run_analysis(kind, paths, cfg, rt, Path(out), force=force, data_dir=data_dir)
 
 
 @dataclass

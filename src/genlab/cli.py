@@ -1,5 +1,5 @@
-"""The command line: ``genlab run STUDY``, ``genlab sweep STUDY``, ``demo``, ``eval``, ``figures``,
-``report``.
+"""The command line: ``genlab run STUDY``, ``genlab sweep STUDY``, ``demo``, ``eval``,
+``analyze``, ``figures``, ``report``.
 
 Each study's flags are generated from its config dataclass, so a field, its flag and its JSON key
 are one spelling (``batch_size`` <-> ``--batch-size``). Settings resolve as defaults < ``--preset``
@@ -260,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(demo)
     demo.set_defaults(out=Path("runs") / "demo")
 
-    figures = sub.add_parser("figures", help="(re)draw the figures of run and sweep folders")
+    figures = sub.add_parser(
+        "figures", help="(re)draw the figures of run, sweep and analysis folders"
+    )
     figures.add_argument("runs", nargs="+", type=Path)
 
     evaluate = sub.add_parser(
@@ -276,6 +278,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-dir", help="folder holding the dataset, if not the run's")
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+
+    analyze = sub.add_parser(
+        "analyze", help="measure trained runs: representational similarity, layer criticality"
+    )
+    kinds = analyze.add_subparsers(dest="analysis", required=True)
+    from genlab.analysis import analyses
+
+    for name, (config, doc) in analyses().items():
+        first = doc.strip().splitlines()[0]
+        p = kinds.add_parser(
+            name,
+            help=first.removeprefix(f"``genlab analyze {name}``: "),
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_SWEEP")
+        add_config_flags(p, config, many=False)
+        p.add_argument("--data-dir", help="folder holding the dataset, if not the runs' own")
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("runs"),
+            help="parent folder: the analysis goes into OUT/analysis/ (default: runs)",
+        )
+        p.add_argument("--force", action="store_true", help="compute a finished analysis again")
+        p.add_argument("--quiet", action="store_true", help="print nothing but errors and the path")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+        p.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            help="PyTorch threads (default: GENLAB_THREADS, else one per physical core)",
+        )
 
     report = sub.add_parser(
         "report", help="one self-contained HTML page for run folders (or folders holding them)"
@@ -369,6 +404,13 @@ def _settings(study: Any, args: argparse.Namespace) -> dict[str, Any]:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "sweep", "demo"):
         rt = _runtime(args)
+    elif args.command == "analyze":
+        from genlab.training.runtime import Runtime
+
+        # fp32 everywhere: an analysis compares numbers, and bf16 would move their last digits
+        rt = Runtime.resolve(
+            device=args.device, precision="fp32", threads=args.threads, quiet=args.quiet
+        )
     else:
         from genlab.training import configure_threads
 
@@ -383,17 +425,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         demo(args.out, rt, force=args.force)
         return 0
     if args.command == "figures":
-        from genlab.reporting import plot_run, plot_sweep
-        from genlab.runs import find_runs, find_sweeps
+        from genlab.reporting import plot_analysis, plot_run, plot_sweep
+        from genlab.runs import find_analyses, find_runs, find_sweeps
 
-        runs = find_runs(args.runs)
-        if not runs:
-            raise GenlabError(f"{' '.join(map(str, args.runs))}: no run folders found")
+        runs, found = find_runs(args.runs), find_analyses(args.runs)
+        if not runs and not found:
+            raise GenlabError(f"{' '.join(map(str, args.runs))}: no run or analysis folders found")
         for path in runs:
             for file in plot_run(path):
                 print(file)
         for folder in find_sweeps(args.runs):
             for file in plot_sweep(folder):
+                print(file)
+        for folder in found:
+            for file in plot_analysis(folder):
                 print(file)
         return 0
     if args.command == "eval":
@@ -404,15 +449,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         for file in plot_run(args.run):
             print(file)
         return 0
+    if args.command == "analyze":
+        return _analyze(args, rt)
     if args.command == "report":
         from genlab.reporting.html import build_report
-        from genlab.runs import find_runs
+        from genlab.runs import find_analyses, find_runs
 
-        if not find_runs(args.runs):
+        if not find_runs(args.runs) and not find_analyses(args.runs):
             raise GenlabError(f"{' '.join(map(str, args.runs))}: no run folders found")
         print(f"report: {build_report(args.runs, args.out)}")
         return 0
     raise AssertionError(args.command)
+
+
+def _analyze(args: argparse.Namespace, rt: Any) -> int:
+    from genlab.analysis import analyses, analyze
+    from genlab.config import from_dict
+
+    config, _ = analyses()[args.analysis]
+    names = {f.name for f in dataclasses.fields(config)}
+    cfg = from_dict(config, {k: v for k, v in vars(args).items() if k in names})
+    folder = analyze(
+        args.analysis, args.runs, cfg, rt, args.out, force=args.force, data_dir=args.data_dir
+    )
+    print(f"results: {folder}")
+    return 0
 
 
 def _run(args: argparse.Namespace, rt: Any) -> int:

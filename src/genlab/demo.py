@@ -8,21 +8,27 @@ augmentation. Digits make the flip's effect easy to read: 0, 1 and 8 look alike 
 Over-parametrized linear regression: a Gaussian design with n = 200, p = 400, 300 epochs of
 per-sample SGD from zero, and a small p sweep (16 values x 3 seeds); about 3 s.
 
-Random labels: Conv-4 width 8 on 200 digit training images with true labels (p = 0) and with
-every label redrawn at random (p = 1), 15 epochs of Adam: the fitted train accuracy climbs at
-both, the test accuracy only at p = 0; about 15 s.
+Random labels: a sweep of Conv-4 width 8 on 200 digit training images with true labels (p = 0)
+and with every label redrawn at random (p = 1), two seeds each, 15 epochs of Adam: the fitted
+train accuracy climbs at both, the test accuracy only at p = 0; about 15 s. Then both analyses
+of that sweep (``genlab analyze``): the similarity of the two seeds' representations, layer by
+layer, at p = 0 and p = 1, and the criticality of each layer (re-initialized to its weights at
+epochs 0, 1 and 5, or re-randomized); a few seconds.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from genlab import sweeps
+from genlab.analysis import analyze, criticality, similarity
 from genlab.config import with_overrides
 from genlab.fileio import read_json
 from genlab.launch import run_dir_for, run_members
 from genlab.reporting.html import build_report
-from genlab.runs import FIGURES
+from genlab.runs import CRITICALITY, FIGURES, SIMILARITY
 from genlab.studies import STUDIES, linreg, random_labels, robustness
 from genlab.training.runtime import Runtime
 
@@ -35,8 +41,9 @@ DEMO_RANDOM_LABELS = {
     "optimizer": "adam",
     "lr": 0.005,
     "epochs": 15,
-    "seed": 0,
+    "keep_checkpoints": (0, 1, 5),
 }
+DEMO_SEEDS = 2
 DEMO_LINREG = {
     "n": 200,
     "p": 400,
@@ -75,8 +82,9 @@ def demo(out: Path, rt: Runtime, *, force: bool = False) -> list[Path]:
     for augment, n, test, flipped, seconds in rows:
         print(f"{augment:<8} {n:>8,} {test:>9.3f} {flipped:>12.3f} {seconds:>8.1f}")
     paths.append(_demo_linreg(out, rt, force))
-    paths += _demo_random_labels(out, rt, force)
-    print("\nruns and figures:")
+    folder = _demo_random_labels(out, rt, force)
+    paths += [folder, *_demo_analyses(folder, out, rt, force)]
+    print("\nruns, sweeps, analyses and their figures:")
     for path in paths:
         print(f"  {path}  (figures in {path / FIGURES})")
     print(f"\nreport (open in a browser): {build_report(paths, Path(out) / 'report', log=log)}")
@@ -104,26 +112,61 @@ def _demo_linreg(out: Path, rt: Runtime, force: bool) -> Path:
     return path
 
 
-def _demo_random_labels(out: Path, rt: Runtime, force: bool) -> list[Path]:
+def _demo_random_labels(out: Path, rt: Runtime, force: bool) -> Path:
     base = with_overrides(random_labels.Config(), DEMO_RANDOM_LABELS)
-    paths = []
-    for p in (0.0, 1.0):
-        rt.log(f"\n== random labels, p={p} ==")
-        cfg = with_overrides(base, {"label_noise": p})
-        paths.append(_run("random-labels", cfg, out, rt, force))
+    values = {k: [v] for k, v in DEMO_RANDOM_LABELS.items()}
+    sweep = sweeps.build(
+        STUDIES["random-labels"], {**values, "label_noise": [0.0, 1.0]}, out, seeds=DEMO_SEEDS
+    )
+    rt.log(f"\n== random labels, p in (0, 1) x {DEMO_SEEDS} seeds ==")
+    folder = sweeps.run_sweep(sweep, rt, force=force)
     print(
         f"\nRandom labels on digits (Conv-4 width 8, {base.train_subset} train images, {base.epochs} epochs "
         "of Adam; test labels clean):"
     )
     print(
-        f"{'p':>4} {'changed':>8} {'params':>7} {'train acc (fitted)':>19} {'train acc (true)':>17} "
-        f"{'test acc':>9} {'seconds':>8}"
+        f"{'p':>4} {'seed':>4} {'changed':>8} {'params':>7} {'train acc (fitted)':>19} "
+        f"{'train acc (true)':>17} {'test acc':>9} {'seconds':>8}"
     )
-    for path in paths:
+    for _, cfg, path in sweep.members():
         s = read_json(path / "summary.json")
         print(
-            f"{s['label_noise']:>4} {s['fraction_changed']:>8.3f} {s['params']:>7,} "
+            f"{s['label_noise']:>4} {cfg.seed:>4} {s['fraction_changed']:>8.3f} {s['params']:>7,} "
             f"{s['final_train_fitted_acc']:>19.3f} {s['final_acc']['train_true']:>17.3f} "
             f"{s['final_acc']['test']:>9.3f} {s['seconds']:>8.1f}"
         )
-    return paths
+    return folder
+
+
+def _demo_analyses(sweep: Path, out: Path, rt: Runtime, force: bool) -> list[Path]:
+    """Both analyses of the random-labels sweep, and their key numbers."""
+    exact = replace(rt, precision="fp32")  # as genlab analyze computes
+    rt.log("\n== analyses of the random-labels sweep ==")
+    found = analyze("similarity", [sweep], similarity.Config(), exact, out, force=force)
+    critical = analyze("criticality", [sweep], criticality.Config(), exact, out, force=force)
+    sim, crit = read_json(found / SIMILARITY), read_json(critical / CRITICALITY)
+    print(
+        f"\nSimilarity of the {DEMO_SEEDS} seeds' representations (linear CKA, unbiased, "
+        f"{sim['probe']['num_images']} test images):"
+    )
+    print(f"{'':<22}" + "".join(f"{layer:>9}" for layer in sim["layers"]))
+    for g, group in enumerate(sim["groups"]):
+        rows = {
+            r["layer"]: r["mean"]
+            for r in sim["within"]
+            if r["group"] == g and r["measure"] == "cka"
+        }
+        print(f"{group['label']:<22}" + "".join(f"{rows[layer]:>9.3f}" for layer in sim["layers"]))
+    print(
+        "\nCriticality: test accuracy after re-initializing one layer to epoch 0 (mean over seeds):"
+    )
+    print(f"{'':<22}{'trained':>9}" + "".join(f"{layer:>9}" for layer in crit["layers"]))
+    for g, group in enumerate(crit["groups"]):
+        rows = {
+            (r["layer"], r["source"]): r["mean"]
+            for r in crit["by_group"]
+            if r["group"] == g and r["view"] == "test"
+        }
+        cells = "".join(f"{rows[(layer, 'epoch 0')]:>9.3f}" for layer in crit["layers"])
+        print(f"{group['label']:<22}{rows[(None, None)]:>9.3f}{cells}")
+    return [found, critical]

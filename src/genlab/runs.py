@@ -12,6 +12,8 @@ A run folder holds::
     previous.pt     the checkpoint before it (a hard link): a member of a cohort that saved an
                     epoch its cohort-mates did not is rolled back to it on resume; removed
                     when summary.json is written
+    checkpoints/    epoch-K.pt: the checkpoints of the epochs given to --keep-checkpoints (by
+                    default 0, the initial weights), hard links where the file system has them
     summary.json    written last: its presence marks the run finished
     figures/        the figures; figures/figures.json, written last, lists them (a folder
                     without it was cut while drawing and is drawn again)
@@ -67,7 +69,13 @@ DOUBLE_DESCENT = "double_descent.json"  # linreg --sweep-p: test MSE against gam
 SWEEP = "sweep.json"  # the members in order: index, run id, config
 AGGREGATE = "aggregate.json"  # members that differ only in seed: mean, std, 95% interval
 AGGREGATE_CSV = "aggregate.csv"  # the same as a table
+# An analysis folder (runs/analysis/<kind>-<hash>/, genlab analyze) holds:
+ANALYSES = "analysis"  # the folder under --out that holds analysis folders
+ANALYSIS = "analysis.json"  # what was analysed: the kind, its settings, the runs
+SIMILARITY = "similarity.json"  # genlab analyze similarity: the results, written last
+CRITICALITY = "criticality.json"  # genlab analyze criticality: the results, written last
 FIGURES = "figures"
+KEPT = "checkpoints"  # the kept checkpoints: checkpoints/epoch-K.pt
 FIGURE_LIST = "figures.json"  # in figures/, written when every figure is drawn
 TENSORBOARD = "tensorboard"
 
@@ -191,6 +199,7 @@ class Run:
             check_files(path)
             remove_stale(path)
             remove_stale(path / FIGURES)
+            remove_stale(path / KEPT)
             return cls(path, "finished" if (path / SUMMARY).exists() else "resume")
         remove_stale(path.parent)  # a folder a killed discard left half-removed
         remove_stale(path)  # a config.json a kill cut while it was written
@@ -313,6 +322,49 @@ class Run:
         torch.save(state, buffer)
         atomic_write(current, lambda f: f.write(buffer.getbuffer()))
 
+    def keep_checkpoint(self, epoch: int) -> None:
+        """Keep the current checkpoint (saved after ``epoch``) as checkpoints/epoch-K.pt: a
+        hard link (no copy; checkpoint.pt is replaced, never written in place), else a copy."""
+        folder = self.path / KEPT
+        target = folder / kept_name(epoch)
+        try:
+            folder.mkdir(exist_ok=True)
+            link = folder / f"{temp_prefix(target)}link.tmp"
+            link.unlink(missing_ok=True)
+            try:
+                os.link(self.path / CHECKPOINT, link)
+            except OSError:  # no hard links here: a copy, written atomically
+                data = (self.path / CHECKPOINT).read_bytes()
+                atomic_write(target, lambda f: f.write(data))
+                return
+            os.replace(link, target)
+        except OSError as e:
+            raise write_error(target, e) from None
+
+    def kept_epochs(self) -> list[int]:
+        """The epochs whose checkpoints were kept (checkpoints/epoch-K.pt), sorted."""
+        folder = self.path / KEPT
+        found = []
+        for f in folder.glob("epoch-*.pt") if folder.is_dir() else []:
+            number = f.name.removeprefix("epoch-").removesuffix(".pt")
+            if number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+    def load_kept(self, epoch: int) -> dict[str, Any]:
+        """The kept checkpoint of ``epoch``; ``Damaged`` if it is not the checkpoint of that
+        epoch, a GenlabError naming the flag if that epoch was not kept."""
+        name = f"{KEPT}/{kept_name(epoch)}"
+        state = self.load_checkpoint(name)
+        if state is None:
+            raise GenlabError(
+                f"{self.path}: no checkpoint of epoch {epoch} was kept (train with "
+                f"--keep-checkpoints {epoch}; kept: {' '.join(map(str, self.kept_epochs())) or 'none'})"
+            )
+        if state["epoch"] != epoch:
+            raise Damaged(self.path / name, f"holds the checkpoint of epoch {state['epoch']}")
+        return state
+
     def restore_previous(self) -> None:
         """Make previous.pt the checkpoint again (a rollback: see genlab.training.loop)."""
         try:
@@ -358,6 +410,10 @@ class Run:
         rolled back)."""
         write_json(self.path / SUMMARY, summary)
         (self.path / PREVIOUS).unlink(missing_ok=True)
+
+
+def kept_name(epoch: int) -> str:
+    return f"epoch-{epoch}.pt"
 
 
 def environment(seed: int | None, runtime: dict[str, Any]) -> dict[str, Any]:
@@ -426,6 +482,17 @@ def find_runs(paths: Iterable[Path]) -> list[Path]:
             found.add(p)
         elif p.is_dir():
             found.update(c.parent for c in p.rglob(CONFIG))
+    return sorted(found)
+
+
+def find_analyses(paths: Iterable[Path]) -> list[Path]:
+    """Analysis folders (those holding analysis.json) at or below each path, sorted."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if (p / ANALYSIS).is_file():
+            found.add(p)
+        elif p.is_dir():
+            found.update(c.parent for c in p.rglob(ANALYSIS) if c.is_file())
     return sorted(found)
 
 

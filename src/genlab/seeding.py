@@ -33,8 +33,9 @@ def stream(seed: int, name: str) -> torch.Generator:
 
 
 # Draws that are the same for every run whatever its seed, so runs compare on the same images:
-# the training subset (--train-subset), the test subset (--test-subset), the invariance probe.
-FIXED = {"train_subset": 0, "test_subset": 1, "invariance_probe": 0}
+# the training subset (--train-subset), the test subset (--test-subset), the invariance probe,
+# the similarity probe.
+FIXED = {"train_subset": 0, "test_subset": 1, "invariance_probe": 0, "similarity_probe": 2}
 
 
 def fixed(name: str) -> torch.Generator:

@@ -10,7 +10,11 @@ Each study's figures and key numbers live in one module of its own (``robustness
     plot_run(run_dir) -> list[Path]         one run's figures, into run_dir/figures
     plot_sweep(sweep_dir, run_dirs) -> list[Path]   a sweep's figures, into sweep_dir/figures
 
-``plot_run`` and ``plot_sweep`` here are the entry points: they check the folder's files first
+An analysis folder (``genlab analyze``) is drawn by the module of its kind
+(``genlab.reporting.similarity``, ``genlab.reporting.criticality``), which defines ``TITLE``,
+``plot_analysis(folder) -> list[Path]`` and ``key_numbers(results) -> list[tuple[str, str]]``.
+
+``plot_run``, ``plot_sweep`` and ``plot_analysis`` here are the entry points: they check the folder's files first
 (a damaged one is one ``GenlabError`` naming it), and write ``figures/figures.json``, the list of
 what was drawn, last, so a folder cut while drawing (killed, disk full) is drawn again by the
 next command (``figures_drawn``).
@@ -29,10 +33,13 @@ from genlab.fileio import read_json, remove_stale, write_error, write_json
 from genlab.reporting.plotting import read_sweep
 from genlab.runs import (
     AGGREGATE,
+    ANALYSIS,
     CONFIG,
+    CRITICALITY,
     DATASET,
     FIGURE_LIST,
     FIGURES,
+    SIMILARITY,
     SUMMARY,
     SWEEP,
     check_files,
@@ -65,7 +72,7 @@ def figures_drawn(folder: Path) -> bool:
         drawn = (folder / FIGURES / FIGURE_LIST).stat().st_mtime_ns
     except OSError:
         return False
-    results = [folder / SUMMARY, folder / AGGREGATE]
+    results = [folder / SUMMARY, folder / AGGREGATE, folder / SIMILARITY, folder / CRITICALITY]
     return all(drawn >= r.stat().st_mtime_ns for r in results if r.exists())
 
 
@@ -117,4 +124,37 @@ def plot_sweep(sweep_dir: Path) -> list[Path]:
     return _draw(sweep_dir, lambda: module.plot_sweep(sweep_dir, sweep_members(sweep_dir)))
 
 
-__all__ = ["figures_drawn", "plot_run", "plot_sweep", "reporting_module", "sweep_members"]
+ANALYSIS_MODULES = {
+    "similarity": "genlab.reporting.similarity",
+    "criticality": "genlab.reporting.criticality",
+}
+
+
+def analysis_module(folder: Path) -> ModuleType:
+    """The reporting module of an analysis folder's kind (its analysis.json names it)."""
+    from genlab.fileio import read_object
+
+    kind = read_object(Path(folder) / ANALYSIS).get("analysis")
+    if kind not in ANALYSIS_MODULES:
+        raise GenlabError(
+            f"{Path(folder) / ANALYSIS}: names no analysis this genlab has ({kind!r})"
+        )
+    return importlib.import_module(ANALYSIS_MODULES[kind])
+
+
+def plot_analysis(folder: Path) -> list[Path]:
+    """Draw the figures of an analysis folder into ``folder/figures``; returns the files."""
+    folder = Path(folder)
+    module = analysis_module(folder)
+    return _draw(folder, lambda: module.plot_analysis(folder))
+
+
+__all__ = [
+    "analysis_module",
+    "figures_drawn",
+    "plot_analysis",
+    "plot_run",
+    "plot_sweep",
+    "reporting_module",
+    "sweep_members",
+]

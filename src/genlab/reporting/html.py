@@ -11,6 +11,14 @@ run without figures gets them drawn from its files (``plot_run``). A path that d
 run without summary.json (unfinished or killed) and a run whose JSON does not parse are shown as
 such, in their own rows, instead of stopping the report.
 
+After the studies, a section "Analyses" shows each analysis folder (``genlab analyze``: one
+holding analysis.json) at or below the given paths: the title, the finding in a sentence and
+the key numbers of its kind's reporting module (``genlab.reporting.similarity``,
+``genlab.reporting.criticality``), its figures (drawn first by ``plot_analysis`` when they are
+missing or older than its results), its settings and the runs it read, linked to their
+sections when they are in the page too. An analysis folder whose files do not parse is shown
+as damaged, in one line.
+
 Figures are embedded as base64 ``data:`` URIs, so the page is one file that opens from the file
 system with no network, can be mailed or moved, and never shows a stale or missing image (about a
 third larger than the PNGs). Everything read from a run folder passes through jinja2's
@@ -37,13 +45,16 @@ from genlab.errors import GenlabError
 from genlab.fileio import atomic_write, read_json
 from genlab.runs import (
     AGGREGATE,
+    ANALYSIS,
     CONFIG,
     ENV,
+    FIGURE_LIST,
     FIGURES,
     METRICS,
     SUMMARY,
     SWEEP,
     check_files,
+    find_analyses,
     find_runs,
     find_sweeps,
 )
@@ -117,25 +128,55 @@ class SweepView:
         return counts
 
 
+@dataclass
+class AnalysisView:
+    """What the report shows of one analysis folder. ``state``: finished or damaged."""
+
+    path: Path
+    kind: str = "?"
+    title: str = "Analysis"
+    state: str = "finished"
+    summary: str = ""
+    key_numbers: list[tuple[str, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # name, path, study, seed, group
+    figures: list[Figure] = field(default_factory=list)  # figures/*.png
+    more_figures: list[Figure] = field(default_factory=list)  # in folders of figures/ (per run)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return _anchor("analysis-", self.path)
+
+
 def build_report(
     paths: list[Path], out: Path, *, draw_missing: bool = True, log: LogFn = print
 ) -> Path:
-    """Write ``out/index.html`` for the run and sweep folders at or below ``paths``; returns its
-    path. Logs one line per run or sweep that is not finished, and per path holding neither."""
+    """Write ``out/index.html`` for the run, sweep and analysis folders at or below ``paths``;
+    returns its path. Logs one line per run, sweep or analysis that is not finished or damaged,
+    and per path holding none."""
     paths = [Path(p) for p in paths]
     runs = [_missing(p) for p in paths if not p.exists()]
     runs += [read_run(p, draw_missing=draw_missing) for p in find_runs(paths)]
     sweeps = [read_sweep_folder(p, runs, draw_missing=draw_missing) for p in find_sweeps(paths)]
-    not_found = [p for p in paths if p.exists() and not find_runs([p]) and not find_sweeps([p])]
+    analyses = [read_analysis(p, draw_missing=draw_missing) for p in find_analyses(paths)]
+    not_found = [
+        p
+        for p in paths
+        if p.exists() and not find_runs([p]) and not find_sweeps([p]) and not find_analyses([p])
+    ]
     for r in runs:
         if r.state != "finished" or r.problems:
             log(f"{r.path}: {r.state}; {'; '.join(r.problems)}")
     for sw in sweeps:
         if sw.problems:
             log(f"{sw.path}: sweep; {'; '.join(sw.problems)}")
+    for a in analyses:
+        if a.problems:
+            log(f"{a.path}: analysis {a.state}; {'; '.join(a.problems)}")
     for p in not_found:
         log(f"{p}: no run folders found")
-    html = render(runs, sweeps, not_found)
+    html = render(runs, sweeps, not_found, analyses)
     target = Path(out) / REPORT
     atomic_write(target, lambda f: f.write(html), mode="w")
     return target
@@ -232,7 +273,92 @@ def read_run(path: Path, *, draw_missing: bool = True) -> RunView:
     return view
 
 
-def render(runs: list[RunView], sweeps: list[SweepView], not_found: list[Path]) -> str:
+def read_analysis(path: Path, *, draw_missing: bool = True) -> AnalysisView:
+    """Everything the report shows of one analysis folder; never raises for a damaged one."""
+    from genlab.analysis.folders import RESULTS
+
+    path = Path(path).resolve()
+    view = AnalysisView(path)
+    try:
+        record = read_json(path / ANALYSIS)
+        if not isinstance(record, dict):
+            raise GenlabError(f"{path / ANALYSIS}: not a JSON object")
+        view.kind = str(record.get("analysis", "?"))
+        module = reporting.analysis_module(path)
+        view.title = module.TITLE
+        view.settings = dict(record.get("settings") or {})
+        results = read_json(path / RESULTS[view.kind])
+        if not isinstance(results, dict):
+            raise GenlabError(f"{path / RESULTS[view.kind]}: not a JSON object")
+        view.runs = _analysis_runs(record, results)
+        view.summary = module.summary(results)
+        view.key_numbers = [(str(k), str(v)) for k, v in module.key_numbers(results)]
+    except (GenlabError, KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        view.state = "damaged"
+        view.problems.append(
+            _short(e, path)
+            if isinstance(e, GenlabError)
+            else f"its files are not those of an analysis ({type(e).__name__}: {e})"
+        )
+        return view
+    if draw_missing and not reporting.figures_drawn(path):
+        try:
+            reporting.plot_analysis(path)
+        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is noted
+            view.problems.append(f"figures could not be drawn ({type(e).__name__}: {e})")
+    for name in _analysis_pngs(path / FIGURES):
+        try:
+            figure = _figure(path / FIGURES / name)
+        except OSError as e:
+            view.problems.append(f"{name}: unreadable ({e.strerror})")
+            continue
+        figure.name = name
+        (view.more_figures if "/" in name else view.figures).append(figure)
+    return view
+
+
+def _analysis_runs(record: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs an analysis read (analysis.json), with their seed and group from the results."""
+    described = results.get("runs") or []
+    labels = [g.get("label", "") for g in results.get("groups") or []]
+    runs = []
+    for i, run in enumerate(record.get("runs") or []):
+        extra = described[i] if i < len(described) else {}
+        group = extra.get("group")
+        runs.append(
+            {
+                "name": Path(str(run["path"])).name,
+                "path": Path(str(run["path"])),
+                "study": run.get("study"),
+                "seed": extra.get("seed"),
+                "group": labels[group] if isinstance(group, int) and group < len(labels) else None,
+            }
+        )
+    return runs
+
+
+def _analysis_pngs(folder: Path) -> list[str]:
+    """The figures of an analysis folder, relative to ``folder``: those its figures.json lists
+    (the top-level ones first), else every PNG below it."""
+    try:
+        listed = read_json(folder / FIGURE_LIST)
+        names = [str(n) for n in listed] if isinstance(listed, list) else None
+    except GenlabError:
+        names = None
+    if names is None:
+        names = (
+            [str(p.relative_to(folder)) for p in folder.rglob("*.png")] if folder.is_dir() else []
+        )
+    names = [n for n in names if n.endswith(".png") and (folder / n).is_file()]
+    return sorted(names, key=lambda n: ("/" in n, n))
+
+
+def render(
+    runs: list[RunView],
+    sweeps: list[SweepView],
+    not_found: list[Path],
+    analyses: list[AnalysisView] | None = None,
+) -> str:
     """The report's HTML (jinja2, autoescaped)."""
     import jinja2
 
@@ -255,14 +381,26 @@ def render(runs: list[RunView], sweeps: list[SweepView], not_found: list[Path]) 
         for name in order
         if name in names
     ]
+    in_page = {r.path: r.anchor for r in runs}
+    for a in analyses or []:
+        for run in a.runs:
+            run["anchor"] = in_page.get(_resolved(run["path"]))
     return template.render(
         studies=studies,
+        analyses=analyses or [],
         not_found=not_found,
         counts={s: sum(r.state == s for r in runs) for s in RunView.STATES},
         created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         total=len(runs),
         sweeps=len(sweeps),
     )
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(path)
 
 
 def _describe(name: str) -> tuple[str, list[tuple[str, str]] | None]:

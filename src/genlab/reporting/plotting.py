@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genlab.aggregate import setting_label, varying_keys
 from genlab.fileio import atomic_write, read_json
 from genlab.runs import CONFIG, DATASET, SWEEP, Run
 
@@ -125,23 +126,6 @@ def group_runs(run_dirs: Iterable[Path], seed_key: str = "seed") -> list[Group]:
         keyed.setdefault(key, (rest, []))[1].append(run_dir)
     varying = varying_keys([rest for rest, _ in keyed.values()])
     return [Group({k: rest.get(k) for k in varying}, dirs) for rest, dirs in keyed.values()]
-
-
-def varying_keys(settings: Sequence[dict[str, Any]]) -> list[str]:
-    """The keys whose values differ between the dicts, in first-seen order."""
-    keys: dict[str, None] = {}
-    for s in settings:
-        keys.update(dict.fromkeys(s))
-    return [
-        k
-        for k in keys
-        if len({json.dumps(s.get(k), sort_keys=True, default=repr) for s in settings}) > 1
-    ]
-
-
-def setting_label(settings: dict[str, Any]) -> str:
-    """``width=8, augment=double``; "all members" when nothing varies."""
-    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "all members"
 
 
 @dataclass

@@ -38,6 +38,10 @@ class Study:
     run: Callable[..., list[dict[str, Any]]]
     reporting: str  # the module (genlab.reporting.<...>) with its figures and key numbers
     trains: bool = False  # trains through genlab.training.fit (epochs, checkpoints, TensorBoard)
+    # setup(cfg, run, runtime, shared) -> a Setup (.member, .prep): a member's model, training
+    # view and evaluation views built from its config; with run None it writes nothing, which
+    # is how genlab.analysis rebuilds a trained run's data (None: no such member)
+    setup: Callable[..., Any] | None = None
     sweeps: Mapping[str, NamedSweep] = field(default_factory=dict)
 
 
@@ -51,6 +55,7 @@ STUDIES: dict[str, Study] = {
         robustness.run,
         "genlab.reporting.robustness",
         trains=True,
+        setup=robustness.setup,
         sweeps={
             "compare": NamedSweep(
                 "compare",
@@ -70,6 +75,7 @@ STUDIES: dict[str, Study] = {
         random_labels.run,
         "genlab.reporting.random_labels",
         trains=True,
+        setup=random_labels.setup,
         sweeps={
             "report": NamedSweep(
                 "report",

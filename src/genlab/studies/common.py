@@ -19,7 +19,7 @@ from genlab.errors import GenlabError, MembersFailed
 from genlab.models import MODELS, make_model
 from genlab.models.conv4 import check_architecture
 from genlab.runs import DATASET, Run
-from genlab.training import OPTIMIZERS, Member, Normalizer, View, fit, make_optimizer
+from genlab.training import OPTIMIZERS, FitSpec, Member, Normalizer, View, fit, make_optimizer
 from genlab.training.runtime import Runtime
 
 T = TypeVar("T")
@@ -74,11 +74,33 @@ class TrainConfig:
     momentum: float = option(0.0, "SGD momentum", at_least=0.0, below=1.0)
     weight_decay: float = option(0.0, "weight decay", at_least=0.0)
     seed: int = shared_option("seed")
+    keep_checkpoints: tuple[int, ...] = option(
+        (0,),
+        "keep the checkpoints of these epochs as checkpoints/epoch-K.pt (0: the initial weights, "
+        "which genlab analyze criticality re-initializes layers to)",
+        identity=False,
+        at_least=0,
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_architecture(self.width, self.kernel)  # before any run folder is made
         check_training(self.epochs, self.batch_size, self.lr)
+        beyond = [k for k in self.keep_checkpoints if k > self.epochs]
+        if beyond:
+            raise GenlabError(
+                f"--keep-checkpoints {beyond[0]}: beyond the run's --epochs {self.epochs}"
+            )
+
+    def fit_spec(self, augment: str = "none") -> FitSpec:
+        """How ``fit`` trains a member of this config."""
+        return FitSpec(
+            self.epochs,
+            self.batch_size,
+            self.seed,
+            augment,
+            tuple(sorted(set(self.keep_checkpoints))),
+        )
 
 
 class SharedData:
@@ -133,9 +155,10 @@ def prepare(cfg: TrainConfig, rt: Runtime, shared: SharedData) -> Prepared:
 
 
 class Setup(Protocol):
-    """What a study's setup returns: at least the member to train."""
+    """What a study's setup returns: at least the member to train and what it was built from."""
 
     member: Member
+    prep: Prepared
 
 
 S = TypeVar("S", bound=Setup)
@@ -195,8 +218,21 @@ def to_view(dataset: ImageDataset, device: torch.device) -> View:
     return View(dataset.images.to(device), dataset.labels.to(device))
 
 
-def record_dataset(run: Run, prep: Prepared, **extra: Any) -> None:
-    """dataset.json: what the run trained and was tested on, and its normalization."""
+def add_flipped_test(member: Member, shared: SharedData, key: Hashable) -> None:
+    """Add the view ``test_vflip`` (the test images flipped upside down, its labels) to a
+    member's views, the flipped images made once per command for ``key``."""
+    from genlab.data.transforms import vflip
+
+    test = member.views["test"]
+    images = shared.get(("test_vflip", key, str(test.images.device)), lambda: vflip(test.images))
+    member.views = {**member.views, "test_vflip": View(images, test.labels, test.mask)}
+
+
+def record_dataset(run: Run | None, prep: Prepared, **extra: Any) -> None:
+    """dataset.json: what the run trained and was tested on, and its normalization (nothing
+    without a run: a setup rebuilt for an analysis writes nothing)."""
+    if run is None:
+        return
     run.write_json(
         DATASET,
         {

@@ -52,7 +52,7 @@ from genlab.studies.common import (
     summarize_views,
     train_members,
 )
-from genlab.training import FitSpec, Member, View
+from genlab.training import Member, View
 from genlab.training.runtime import Runtime
 
 VIEWS = ("test", "train_true", "train_noisy", "train_clean")
@@ -191,10 +191,10 @@ class _Setup:
 
 def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     """Train every member (together where that pays: a grid's cohort), then summarize each."""
-    return train_members(members, rt, _setup, _finish)
+    return train_members(members, rt, setup, _finish)
 
 
-def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
+def setup(cfg: Config, run: Run | None, rt: Runtime, shared: SharedData) -> _Setup:
     prep = prepare(cfg, rt, shared)
     K = prep.splits.train.num_classes
     test = prep.splits.test
@@ -237,25 +237,11 @@ def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
         "train": _changes(fitted_y, changed),
         "test": _changes(test_y, test_changed),
     }
-    run.write_json(LABEL_NOISE, noise)
     num_noisy, num_clean = int(changed.sum()), int((~changed).sum())
-    rt.log(
-        f"label noise p={cfg.label_noise} ({cfg.label_noise_mode}): {num_noisy:,} of {len(true_y):,} "
-        f"training labels changed ({noise['train']['fraction_changed']:.4f}); randomize={cfg.randomize}"
-    )
-
     found = regime(count_params(prep.model), len(prep.train), cfg.width)
-    if found["matches_preset"] is not False:
-        rt.log(regime_line(found, cfg.model, cfg.width))
-    else:  # a warning, once per command for members alike (not once per seed or p)
-        shared.get(
-            ("regime warning", cfg.width, cfg.model, cfg.dataset, len(prep.train)),
-            lambda: print(
-                f"genlab: warning: {regime_line(found, cfg.model, cfg.width)}"
-                + (f" (--train-subset {cfg.train_subset})" if cfg.train_subset else ""),
-                file=sys.stderr,
-            ),
-        )
+    if run is not None:  # None: rebuilt for an analysis, which writes nothing and says nothing
+        run.write_json(LABEL_NOISE, noise)
+        _say_regime(cfg, noise, num_noisy, found, rt, shared)
 
     dev = rt.device
     data = (cfg.dataset, cfg.data_dir, cfg.train_subset)
@@ -284,11 +270,39 @@ def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
     stop = (
         None if threshold is None else (lambda r: fitted_acc(r, num_noisy, num_clean) >= threshold)
     )
-    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed)
+    spec = cfg.fit_spec()
     member = Member(
         run, prep.model, prep.optimizer, View(x, fitted), views, prep.normalize, K, spec, stop
     )
     return _Setup(member, prep, noise, num_noisy, num_clean, found)
+
+
+def _say_regime(
+    cfg: Config,
+    noise: dict[str, Any],
+    num_noisy: int,
+    found: dict[str, Any],
+    rt: Runtime,
+    shared: SharedData,
+) -> None:
+    """The label-noise line, and the regime line (a warning once per command where the regime
+    is not the one its preset is named for)."""
+    rt.log(
+        f"label noise p={cfg.label_noise} ({cfg.label_noise_mode}): {num_noisy:,} of "
+        f"{noise['train']['num_images']:,} training labels changed "
+        f"({noise['train']['fraction_changed']:.4f}); randomize={cfg.randomize}"
+    )
+    if found["matches_preset"] is not False:
+        rt.log(regime_line(found, cfg.model, cfg.width))
+    else:  # a warning, once per command for members alike (not once per seed or p)
+        shared.get(
+            ("regime warning", cfg.width, cfg.model, cfg.dataset, found["num_train"]),
+            lambda: print(
+                f"genlab: warning: {regime_line(found, cfg.model, cfg.width)}"
+                + (f" (--train-subset {cfg.train_subset})" if cfg.train_subset else ""),
+                file=sys.stderr,
+            ),
+        )
 
 
 def _finish(cfg: Config, run: Run, setup: _Setup, rt: Runtime) -> dict[str, Any]:

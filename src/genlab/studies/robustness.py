@@ -46,7 +46,7 @@ from genlab.studies.common import (
     summarize_views,
     train_members,
 )
-from genlab.training import FitSpec, Member, View
+from genlab.training import Member, View
 from genlab.training.runtime import Runtime
 
 AUGMENTS = ("none", "double", "random")
@@ -92,7 +92,7 @@ RUN_ID_KEYS = ("dataset", "model", "width", "augment", "epochs", "seed")
 
 def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     """Train every member (together where that pays), then evaluate and summarize each."""
-    return train_members(members, rt, _setup, _finish)
+    return train_members(members, rt, setup, _finish)
 
 
 @dataclass
@@ -101,7 +101,7 @@ class _Setup:
     prep: Prepared
 
 
-def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
+def setup(cfg: Config, run: Run | None, rt: Runtime, shared: SharedData) -> _Setup:
     prep = prepare(cfg, rt, shared)
     model = apply_invariance(prep.model, cfg.invariance)  # shares prep.optimizer's parameters
     key = (cfg.dataset, cfg.data_dir, cfg.train_subset)
@@ -115,7 +115,7 @@ def _setup(cfg: Config, run: Run, rt: Runtime, shared: SharedData) -> _Setup:
     views = {"test": test, "test_vflip": View(flipped, test.labels)}
     record_dataset(run, prep, num_train_seen_per_epoch=len(train.labels))
     augment = "random" if cfg.augment == "random" else "none"
-    spec = FitSpec(cfg.epochs, cfg.batch_size, cfg.seed, augment)
+    spec = cfg.fit_spec(augment)
     member = Member(
         run, model, prep.optimizer, train, views, prep.normalize, prep.train.num_classes, spec
     )

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from genlab.analysis.invariance import layer_invariance
 from genlab.config import flag, option
 from genlab.data import ImageDataset, load_dataset
 from genlab.data.transforms import VIEWS, parse_views, view
 from genlab.errors import GenlabError
 from genlab.fileio import read_json
 from genlab.models import apply_invariance, make_model
-from genlab.models.invariance import layer_invariance
 from genlab.runs import (
     CHECKPOINT,
     CONFIG,

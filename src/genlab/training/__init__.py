@@ -10,6 +10,7 @@ from genlab.training.engine import (
     evaluate,
     evaluate_views,
     make_optimizer,
+    recompute_batchnorm,
     train_epoch,
 )
 from genlab.training.loop import FitSpec, Member, fit
@@ -28,6 +29,7 @@ __all__ = [
     "evaluate",
     "evaluate_views",
     "fit",
+    "recompute_batchnorm",
     "make_optimizer",
     "physical_cores",
     "resolve_device",

@@ -342,6 +342,40 @@ def evaluate_views(
     return {name: out[name] for name in views}
 
 
+@torch.no_grad()
+def recompute_batchnorm(
+    model: nn.Module,
+    images: torch.Tensor,  # (N, H, W, C) uint8: the data the model was trained on
+    normalize: Normalizer,
+    norms: Sequence[nn.modules.batchnorm._BatchNorm],
+    batch_size: int = 256,
+) -> None:
+    """Recompute the running statistics of the BatchNorm layers ``norms`` of ``model`` on
+    ``images`` in one pass, after weights that feed them were changed: each is reset and
+    averages the batch statistics of ceil(N / batch_size) near-equal consecutive batches with
+    equal weights (momentum None, as ``torch.optim.swa_utils.update_bn``), while every other
+    BatchNorm keeps its own and normalizes with it. The statistics a layer kept from training
+    describe inputs it no longer gets; evaluated with them, a changed network would be judged
+    by a mismatch of statistics, not by its weights. Leaves the model in eval mode."""
+    model.eval()
+    saved = []
+    for norm in norms:
+        saved.append(norm.momentum)
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    try:
+        device = normalize.scale.device
+        count = max(1, math.ceil(len(images) / batch_size))
+        bounds = [round(i * len(images) / count) for i in range(count + 1)]
+        for start, stop in zip(bounds, bounds[1:], strict=False):
+            model(normalize(images[start:stop].to(device, non_blocking=True)))
+    finally:
+        for norm, momentum in zip(norms, saved, strict=True):
+            norm.momentum = momentum
+        model.eval()
+
+
 def flatten_metrics(
     train: Mapping[str, float], views: Mapping[str, Mapping[str, object]]
 ) -> dict[str, object]:

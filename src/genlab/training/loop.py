@@ -57,6 +57,7 @@ class FitSpec:
     batch_size: int
     seed: int  # the data order (and random flips) of epoch e come from (seed, e)
     augment: str = "none"  # "none" or "random"; "double" is a change of the data, not the loop
+    keep: tuple[int, ...] = ()  # epochs whose checkpoints stay (checkpoints/epoch-K.pt)
 
 
 @dataclass
@@ -101,7 +102,7 @@ def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> l
     roll_back_cohorts(members, rt.log)
     for m in members:  # epoch 0 too: a member cut before its mates saved epoch 1 goes back to it
         if m.run is not None and m.error is None and not m.run.file(CHECKPOINT).exists():
-            m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, 0))
+            _save(m, 0)
     for m in members:
         if m.run is not None and m.error is None:
             board = m.run.file(TENSORBOARD) if rt.tensorboard else None
@@ -180,11 +181,19 @@ def _train(
             record["cohort"] = [c.run.path.name for c in cohort if c.run is not None]
             if m.run is not None:
                 m.run.append_metrics(record)
-                m.run.save_checkpoint(checkpoint_state(m.model, m.optimizer, epoch))
+                _save(m, epoch)
                 line = epoch_line(record, m.spec.epochs, m.views)
                 progress[id(m)].update(record, f"[{m.run.path.name}] {line}" if prefix else line)
             m.history.append(record)
             m.epoch = epoch
+
+
+def _save(member: Member, epoch: int) -> None:
+    """The member's checkpoint after ``epoch``, kept as well if its spec keeps that epoch."""
+    assert member.run is not None
+    member.run.save_checkpoint(checkpoint_state(member.model, member.optimizer, epoch))
+    if epoch in member.spec.keep:
+        member.run.keep_checkpoint(epoch)
 
 
 def _evaluate(member: Member, precision: str, _stop: threading.Event) -> dict:

@@ -14,24 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genlab.analysis.measures import linear_cka
 from genlab.data.transforms import inverse, view
 from genlab.errors import GenlabError
 from genlab.models.conv4 import Conv4
 from genlab.models.equivariant import EquivariantConv4, GroupAverage, transform_features
-
-
-def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Linear CKA of (N, D1) and (N, D2) features: ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)
-    with column-centred Xc, Yc, computed from the (N, N) Gram matrices (cheap when D >> N).
-    1 for x against itself, invariant to orthogonal transforms and isotropic scaling."""
-    gx, gy = _centred_gram(x), _centred_gram(y)
-    return float((gx * gy).sum() / (gx.norm() * gy.norm()).clamp_min(1e-300))
-
-
-def _centred_gram(x: torch.Tensor) -> torch.Tensor:
-    x = x.flatten(1).double()
-    x = x - x.mean(0, keepdim=True)
-    return x @ x.T
 
 
 def mean_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
