@@ -168,21 +168,34 @@ def test_demo_ends_with_a_report_of_all_three_studies(tmp_path, monkeypatch, cap
     for name, study in (("ROBUSTNESS", "robustness"), ("LINREG", "linreg")):
         monkeypatch.setattr(demo, f"DEMO_{name}", TINY[study])
     monkeypatch.setattr(demo, "DEMO_RANDOM_LABELS", {**TINY["random-labels"], "epochs": 1})
+    small = {"dataset": "synthetic", "width": 2, "epochs": 2}
+    monkeypatch.setattr(demo, "DEMO_CONNECTIVITY", {**small, "spawn_epochs": (0, 1), "points": 3})
+    monkeypatch.setattr(demo, "DEMO_PRUNING", {**small, "rounds": 1})
     rt = Runtime.resolve(device="cpu", threads=1, quiet=True)
     paths = demo.demo(tmp_path, rt)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"report (open in a browser): {tmp_path / 'report' / 'index.html'}"
     page = (tmp_path / "report" / "index.html").read_text()
-    assert {p.parent.name for p in paths} == {"robustness", "random-labels", "linreg", "analysis"}
+    assert {p.parent.name for p in paths} == {
+        "robustness",
+        "random-labels",
+        "linreg",
+        "analysis",
+        "connectivity",
+        "pruning",
+    }
     assert set(re.findall(r'id="study-([\w-]+)"', page)) == {
         "robustness",
         "random-labels",
         "linreg",
+        "connectivity",
+        "pruning",
     }
-    runs = find_runs(paths)  # 2 flip-study runs, linreg, the random-labels sweep's 2 x 2
-    assert len(runs) == 7
+    # 2 flip-study runs, linreg, the random-labels sweep's 2 x 2, connectivity, pruning
+    runs = find_runs(paths)
+    assert len(runs) == 9
     assert f"{len(runs)} finished, 0 unfinished, 0 broken." in " ".join(page.split())
-    for analysis in paths[-2:]:  # the similarity and criticality of the random-labels sweep
+    for analysis in paths[-4:-2]:  # the similarity and criticality of the random-labels sweep
         assert analysis.name in page
 
 

@@ -12,8 +12,12 @@ Random labels: a sweep of Conv-4 width 8 on 200 digit training images with true 
 and with every label redrawn at random (p = 1), two seeds each, 15 epochs of Adam: the fitted
 train accuracy climbs at both, the test accuracy only at p = 0; about 15 s. Then both analyses
 of that sweep (``genlab analyze``): the similarity of the two seeds' representations, layer by
-layer, at p = 0 and p = 1, and the criticality of each layer (re-initialized to its weights at
-epochs 0, 1 and 5, or re-randomized); a few seconds.
+layer, at p = 0 and p = 1, and the criticality of each layer (re-initialized to its initial
+weights, or re-randomized); seconds.
+
+The report's other open questions, tiny (Conv-4 width 4, 300 digit training images, 6 epochs):
+linear mode connectivity (two children spawned at epochs 0 and 2, the error barrier between
+them) and iterative magnitude pruning (2 rounds of 20%, lottery against random); seconds each.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from genlab.fileio import read_json
 from genlab.launch import run_dir_for, run_members
 from genlab.reporting.html import build_report
 from genlab.runs import CRITICALITY, FIGURES, SIMILARITY
-from genlab.studies import STUDIES, linreg, random_labels, robustness
+from genlab.studies import STUDIES, connectivity, linreg, pruning, random_labels, robustness
 from genlab.training.runtime import Runtime
 
 DEMO_ROBUSTNESS = {"dataset": "digits", "width": 16, "epochs": 12, "lr": 0.05, "seed": 0}
@@ -41,9 +45,20 @@ DEMO_RANDOM_LABELS = {
     "optimizer": "adam",
     "lr": 0.005,
     "epochs": 15,
-    "keep_checkpoints": (0, 1, 5),
 }
 DEMO_SEEDS = 2
+DEMO_SMALL = {
+    "dataset": "digits",
+    "train_subset": 300,
+    "test_subset": 200,
+    "width": 4,
+    "epochs": 6,
+    "batch_size": 32,  # 9 steps an epoch: enough for the running BatchNorm statistics to settle
+    "optimizer": "adam",
+    "lr": 0.005,
+}
+DEMO_CONNECTIVITY = {**DEMO_SMALL, "spawn_epochs": (0, 2), "children": 2, "points": 5}
+DEMO_PRUNING = {**DEMO_SMALL, "rounds": 2}
 DEMO_LINREG = {
     "n": 200,
     "p": 400,
@@ -84,6 +99,7 @@ def demo(out: Path, rt: Runtime, *, force: bool = False) -> list[Path]:
     paths.append(_demo_linreg(out, rt, force))
     folder = _demo_random_labels(out, rt, force)
     paths += [folder, *_demo_analyses(folder, out, rt, force)]
+    paths += _demo_open_questions(out, rt, force)
     print("\nruns, sweeps, analyses and their figures:")
     for path in paths:
         print(f"  {path}  (figures in {path / FIGURES})")
@@ -136,6 +152,30 @@ def _demo_random_labels(out: Path, rt: Runtime, force: bool) -> Path:
             f"{s['final_acc']['test']:>9.3f} {s['seconds']:>8.1f}"
         )
     return folder
+
+
+def _demo_open_questions(out: Path, rt: Runtime, force: bool) -> list[Path]:
+    """Linear mode connectivity and pruning, tiny."""
+    rt.log("\n== linear mode connectivity ==")
+    conn = _run(
+        "connectivity", with_overrides(connectivity.Config(), DEMO_CONNECTIVITY), out, rt, force
+    )
+    rt.log("\n== iterative magnitude pruning ==")
+    prune = _run("pruning", with_overrides(pruning.Config(), DEMO_PRUNING), out, rt, force)
+    c, p = read_json(conn / "summary.json"), read_json(prune / "summary.json")
+    print("\nLinear mode connectivity (error barrier between two children, by spawn epoch):")
+    print(f"{'spawn epoch':>12} {'test':>7} {'flipped':>8}")
+    for k in c["spawn_epochs"]:
+        cell = {v: c["barrier"][v][f"k{k}"]["mean"] for v in ("test", "test_vflip")}
+        print(f"{k:>12} {cell['test']:>7.3f} {cell['test_vflip']:>8.3f}")
+    dense, last = p["dense"], p["last_round"]
+    print(
+        f"\nPruning ({DEMO_PRUNING['rounds']} rounds of 20%): fitted-label train accuracy "
+        f"{dense['train_fitted_acc']:.3f} with all {p['prunable_weights']:,} prunable weights, "
+        f"{last['lottery']['train_fitted_acc']:.3f} (lottery) and "
+        f"{last['random']['train_fitted_acc']:.3f} (random) with {last['lottery']['remaining']:,}"
+    )
+    return [conn, prune]
 
 
 def _demo_analyses(sweep: Path, out: Path, rt: Runtime, force: bool) -> list[Path]:

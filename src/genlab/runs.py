@@ -65,6 +65,10 @@ LABEL_NOISE = "label_noise.json"  # random labels: which training labels changed
 ARRAYS = "arrays.npz"  # linreg: beta_min_norm, beta_gd, beta_sgd, beta_star, eigenvalues
 RIDGE = "ridge.json"  # linreg: the ridge path
 DOUBLE_DESCENT = "double_descent.json"  # linreg --sweep-p: test MSE against gamma = p / n
+ROUNDS = "rounds"  # pruning: rounds/lottery-<r>/, rounds/random-<r>/, run-folder-like rounds
+MASK = "mask.pt"  # pruning: in each round's folder, its bool masks by parameter name
+INTERPOLATION = "interpolation.json"  # connectivity: error along each pair's path, barriers
+CHILDREN = "children"  # connectivity: children/k<k>-c<i>/, run folders spawned from the run
 # A sweep folder (runs/<study>/sweep-<hash>/) holds its member run folders and:
 SWEEP = "sweep.json"  # the members in order: index, run id, config
 AGGREGATE = "aggregate.json"  # members that differ only in seed: mean, std, 95% interval
@@ -88,8 +92,19 @@ RECOVER_BY_FILE = {
     VIEW_RESULTS: "delete it: genlab eval RUN measures the views again",
     INVARIANCE: "delete it: genlab eval RUN measures it again",
     ENV: "delete it to go on (its record of the earlier environments is lost)",
+    INTERPOLATION: "delete it and summary.json: the same command then computes the paths again",
 }
-_OBJECTS = (ENV, DATASET, SUMMARY, VIEW_RESULTS, INVARIANCE, LABEL_NOISE, RIDGE, DOUBLE_DESCENT)
+_OBJECTS = (
+    ENV,
+    DATASET,
+    SUMMARY,
+    VIEW_RESULTS,
+    INVARIANCE,
+    LABEL_NOISE,
+    RIDGE,
+    DOUBLE_DESCENT,
+    INTERPOLATION,
+)
 
 
 class Damaged(GenlabError):

@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from genlab.studies import linreg, memorization_map, random_labels, robustness
+from genlab.studies import (
+    connectivity,
+    linreg,
+    memorization_map,
+    pruning,
+    random_labels,
+    robustness,
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,18 @@ STUDIES: dict[str, Study] = {
             )
         },
     ),
+    "pruning": Study(
+        "pruning",
+        pruning.__doc__ or "",
+        pruning.Config,
+        pruning.PRESETS,
+        pruning.RUN_ID_KEYS,
+        pruning.run,
+        "genlab.reporting.pruning",
+        trains=True,
+        # no setup: a run's networks are its rounds' (rounds/*/checkpoint.pt), not one
+        # checkpoint.pt that genlab analyze could rebuild
+    ),
     "memorization-map": Study(
         "memorization-map",
         memorization_map.__doc__ or "",
@@ -93,6 +112,17 @@ STUDIES: dict[str, Study] = {
         memorization_map.RUN_ID_KEYS,
         memorization_map.run,
         "genlab.reporting.memorization_map",
+    ),
+    "connectivity": Study(
+        "connectivity",
+        connectivity.__doc__ or "",
+        connectivity.Config,
+        connectivity.PRESETS,
+        connectivity.RUN_ID_KEYS,
+        connectivity.run,
+        "genlab.reporting.connectivity",
+        trains=True,
+        setup=connectivity.setup,
     ),
     "linreg": Study(
         "linreg",

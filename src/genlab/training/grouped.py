@@ -146,9 +146,13 @@ def like(optimizer: torch.optim.Optimizer) -> OptimizerFactory:
 def together_key(member: Member) -> tuple | None:
     """Members with equal keys can share a cohort (one grouped model or one set of lanes):
     plain Conv-4 models of one architecture, images of one shape, one batch size, one kind of
-    optimizer with the same hyper-parameters, no per-batch augmentation; None: trains alone."""
+    optimizer with the same hyper-parameters, no per-batch augmentation, no pruning masks (a
+    grouped model's weights are not the member's own tensors, which the masks' hooks are
+    registered on); None: trains alone."""
     model, opt = member.model, member.optimizer
     if type(model) is not Conv4 or is_compiled(model) or member.spec.augment != "none":
+        return None
+    if member.masks is not None:
         return None
     hyper = tuple(sorted((k, repr(v)) for k, v in opt.defaults.items() if k != "capturable"))
     return (

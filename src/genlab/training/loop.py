@@ -18,6 +18,17 @@ sum in another order; lanes have fewer threads), so a member that saved an epoch
 and the cohort trains that epoch again as it did: the resumed runs are bit for bit the
 uninterrupted ones. Where no rollback is possible (no previous.pt) it says so, and the records'
 ``cohort``, ``group_size`` and ``lanes`` show how each epoch was computed.
+
+Pruned members (``Member.masks``: parameter name -> bool mask, False where a weight is pruned)
+keep their pruned weights exactly zero: ``fit`` zeroes them before training (and before the
+first checkpoint), masks their gradients (a tensor hook on each masked parameter), and zeroes
+them again after every optimizer step (a step post-hook), so neither SGD momentum nor Adam's
+moments nor weight decay can revive them; the masks are saved inside every checkpoint, and the
+hooks are removed when ``fit`` returns. A masked member never shares a cohort (``together_key``
+is None for it): it trains alone, through ``train_epoch``. A member whose ``spec.start_epoch``
+is K > 0 (a rewound run) starts from the weights it holds as they stand after epoch K: its
+first checkpoint is saved as epoch K and it trains epochs K + 1 .. ``spec.epochs``, the data
+order of each still drawn from (seed, epoch).
 """
 
 from __future__ import annotations
@@ -58,6 +69,8 @@ class FitSpec:
     seed: int  # the data order (and random flips) of epoch e come from (seed, e)
     augment: str = "none"  # "none" or "random"; "double" is a change of the data, not the loop
     keep: tuple[int, ...] = ()  # epochs whose checkpoints stay (checkpoints/epoch-K.pt)
+    # the epoch its starting weights stand at (a rewound run trains start_epoch+1 .. epochs)
+    start_epoch: int = 0
 
 
 @dataclass
@@ -76,6 +89,8 @@ class Member:
     epoch: int = 0
     history: list[Record] = field(default_factory=list)
     error: GenlabError | None = None  # why it left training early (a non-finite loss)
+    # parameter name -> bool mask of its shape (False: pruned, kept exactly 0); None: dense
+    masks: Mapping[str, torch.Tensor] | None = None
 
     @property
     def done(self) -> bool:
@@ -96,25 +111,33 @@ def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> l
     for m in members:
         if m.run is not None:
             try:
-                m.epoch, m.history = resume(m.run, m.model, m.optimizer, rt.log, m.spec.epochs)
+                m.epoch, m.history = resume(
+                    m.run, m.model, m.optimizer, rt.log, m.spec.epochs, m.spec.start_epoch
+                )
             except GenlabError as e:  # a damaged run folder: this member fails, the others go on
                 m.error = e
+        else:
+            m.epoch = max(m.epoch, m.spec.start_epoch)
     roll_back_cohorts(members, rt.log)
-    for m in members:  # epoch 0 too: a member cut before its mates saved epoch 1 goes back to it
-        if m.run is not None and m.error is None and not m.run.file(CHECKPOINT).exists():
-            _save(m, 0)
-    for m in members:
-        if m.run is not None and m.error is None:
-            board = m.run.file(TENSORBOARD) if rt.tensorboard else None
-            progress[id(m)] = EpochProgress(
-                m.run.path.name,
-                m.spec.epochs,
-                m.epoch,
-                rt.log,
-                bar=None if alone else False,
-                tensorboard=board,
-            )
+    hooks: list[torch.utils.hooks.RemovableHandle] = []
     try:
+        for m in members:  # before the first checkpoint: it holds the pruned weights as zeros
+            if m.masks is not None and m.error is None:
+                hooks += _enforce(m)
+        for m in members:  # epoch 0 too: one cut before its mates saved epoch 1 goes back to it
+            if m.run is not None and m.error is None and not m.run.file(CHECKPOINT).exists():
+                _save(m, m.spec.start_epoch)
+        for m in members:
+            if m.run is not None and m.error is None:
+                board = m.run.file(TENSORBOARD) if rt.tensorboard else None
+                progress[id(m)] = EpochProgress(
+                    m.run.path.name,
+                    m.spec.epochs,
+                    m.epoch,
+                    rt.log,
+                    bar=None if alone else False,
+                    tensorboard=board,
+                )
         for together in _partition(members):
             first = how or plan(together[0].model, rt.device, len(together))
             # a plan of one chunk in one lane trains one after another: each member to its end
@@ -124,7 +147,38 @@ def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> l
     finally:
         for p in progress.values():
             p.close()
+        for hook in hooks:
+            hook.remove()
     return [m.history for m in members]
+
+
+def _enforce(member: Member) -> list[torch.utils.hooks.RemovableHandle]:
+    """Zero the member's pruned weights now, mask their gradients and zero them again after
+    every optimizer step (module docstring); returns the hooks, for ``fit`` to remove."""
+    assert member.masks is not None
+    params = dict(member.model.named_parameters())
+    pruned: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parameter, True where pruned)
+    hooks = []
+    for name, mask in member.masks.items():
+        if name not in params or tuple(mask.shape) != tuple(params[name].shape):
+            raise ValueError(f"mask {name!r} of shape {tuple(mask.shape)} fits no parameter")
+        param = params[name]
+        off = ~mask.to(param.device, torch.bool)
+        pruned.append((param, off))
+        hooks.append(param.register_hook(partial(_masked_grad, off)))
+
+    def zero_pruned(*_: object) -> None:
+        with torch.no_grad():
+            for param, off in pruned:
+                param.masked_fill_(off, 0)
+
+    zero_pruned()
+    hooks.append(member.optimizer.register_step_post_hook(zero_pruned))
+    return hooks
+
+
+def _masked_grad(off: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad.masked_fill(off, 0)
 
 
 def _partition(members: Sequence[Member]) -> list[list[Member]]:
@@ -191,7 +245,10 @@ def _train(
 def _save(member: Member, epoch: int) -> None:
     """The member's checkpoint after ``epoch``, kept as well if its spec keeps that epoch."""
     assert member.run is not None
-    member.run.save_checkpoint(checkpoint_state(member.model, member.optimizer, epoch))
+    state = checkpoint_state(member.model, member.optimizer, epoch)
+    if member.masks is not None:
+        state["masks"] = {k: v.detach().to("cpu", torch.bool) for k, v in member.masks.items()}
+    member.run.save_checkpoint(state)
     if epoch in member.spec.keep:
         member.run.keep_checkpoint(epoch)
 
@@ -244,26 +301,33 @@ def load_state(
 
 
 def resume(
-    run: Run, model: nn.Module, optimizer: torch.optim.Optimizer, log: LogFn, epochs: int
+    run: Run,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    log: LogFn,
+    epochs: int,
+    start: int = 0,
 ) -> tuple[int, list[Record]]:
-    """The epoch the run's checkpoint was saved after (0: none) and the records up to it, the
-    checkpoint loaded into ``model`` and ``optimizer``; ``Damaged`` for a checkpoint that does
-    not fit them or the run's ``epochs``, or records that do not reach it."""
+    """The epoch the run's checkpoint was saved after (``start``: none) and the records up to
+    it, the checkpoint loaded into ``model`` and ``optimizer``; ``Damaged`` for a checkpoint
+    that does not fit them or the run's epochs ``start`` .. ``epochs``, or records that do not
+    reach it (a run started at epoch ``start`` holds the records of ``start + 1`` on)."""
     state = run.load_checkpoint()
     if state is None:
-        return 0, run.keep_metrics(0)
+        return start, run.keep_metrics(start)
     epoch = int(state["epoch"])  # type: ignore[call-overload]
-    if epoch > epochs:
+    if epoch > epochs or epoch < start:
         raise Damaged(run.file(CHECKPOINT), f"saved after epoch {epoch} of a run of {epochs}")
     load_state(model, optimizer, state, run.file(CHECKPOINT))
     # nothing in training draws from PyTorch's global generators (the data order of an epoch
     # comes from (seed, epoch)), so their saved state is a record, not something to restore
-    found = [r.get("epoch") for r in run.metrics()][:epoch]
-    if found != list(range(1, epoch + 1)):
+    found = [r.get("epoch") for r in run.metrics()][: epoch - start]
+    if found != list(range(start + 1, epoch + 1)):
         raise Damaged(
-            run.file(METRICS), f"holds {len(found)} records for the checkpoint's {epoch} epochs"
+            run.file(METRICS),
+            f"holds {len(found)} records for the checkpoint's {epoch - start} epochs",
         )
-    if epoch:
+    if epoch > start:
         log(f"resuming {run.path} after epoch {epoch}")
     return epoch, run.keep_metrics(epoch)
 
