@@ -47,6 +47,17 @@ class Trained:
     def model(self) -> torch.nn.Module:
         return self.setup.member.model
 
+    def record(self) -> dict[str, Any]:
+        """How an analysis' results name the run."""
+        return {
+            "name": self.ref.path.name,
+            "path": str(self.ref.path),
+            "study": self.ref.study,
+            "seed": self.seed,
+            "group": self.group,
+            "epoch": self.epoch,
+        }
+
 
 @dataclass(frozen=True)
 class Group:

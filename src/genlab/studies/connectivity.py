@@ -77,7 +77,7 @@ from genlab.runs import (
 )
 from genlab.seeding import seed_from
 from genlab.studies import random_labels
-from genlab.studies.common import SharedData, add_flipped_test, prepare, summarize_views
+from genlab.studies.common import SharedData, prepare, summarize_views
 from genlab.training import FitSpec, Member, View, evaluate_views, fit, recompute_batchnorm
 from genlab.training.runtime import Runtime
 
@@ -146,24 +146,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 RUN_ID_KEYS = ("dataset", "width", "label_noise", "epochs", "seed")
 
 
-@dataclass
-class _Setup:
-    """A parent: random labels' setup with the flipped test view added."""
-
-    member: Member
-    prep: Any
-    inner: Any  # random_labels' _Setup: noise, num_noisy, num_clean, regime
-
-
-def setup(cfg: Config, run: Run | None, rt: Runtime, shared: SharedData) -> _Setup:
-    """The parent's member (random labels' data, labels and views, plus test_vflip); with run
-    None it writes nothing (an analysis rebuilding the parent)."""
-    inner = random_labels.setup(cfg, run, rt, shared)
-    key: tuple = (cfg.dataset, cfg.data_dir, cfg.test_subset)  # the test images: the dataset's
-    if cfg.randomize != "labels":  # ... or this run's own draw
-        key = (*key, cfg.randomize, cfg.seed)
-    add_flipped_test(inner.member, shared, key)
-    return _Setup(inner.member, inner.prep, inner)
+# a run's data, labels and views: random labels' (with run None nothing is written), plus the
+# flipped test set
+setup = random_labels.setup_flipped
+_Setup = random_labels.FlippedSetup
 
 
 def child_seed(seed: int, k: int, i: int) -> int:

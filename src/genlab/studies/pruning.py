@@ -75,7 +75,6 @@ from genlab.studies import random_labels
 from genlab.studies.common import (
     Prepared,
     SharedData,
-    add_flipped_test,
     prepare,
     run_each,
 )
@@ -235,22 +234,10 @@ def read_masks(path: Path, like: Masks) -> Masks:
 
 
 # -- the study ----------------------------------------------------------------------------------
-@dataclass
-class _Setup:
-    """A run's data, labels and views (random_labels.setup, plus the flipped test set)."""
-
-    member: Member
-    prep: Prepared
-    inner: Any  # random_labels' setup: noise, num_noisy, num_clean, regime
-
-
-def setup(cfg: Config, run: Run | None, rt: Runtime, shared: SharedData) -> _Setup:
-    inner = random_labels.setup(cfg, run, rt, shared)
-    key: tuple = (cfg.dataset, cfg.data_dir, cfg.test_subset)  # the test images: the dataset's
-    if cfg.randomize != "labels":  # ... or this run's own draw
-        key = (*key, cfg.randomize, cfg.seed)
-    add_flipped_test(inner.member, shared, key)
-    return _Setup(inner.member, inner.prep, inner)
+# a run's data, labels and views: random labels' (with run None nothing is written), plus the
+# flipped test set
+setup = random_labels.setup_flipped
+_Setup = random_labels.FlippedSetup
 
 
 def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ from genlab.studies.common import (
     Prepared,
     SharedData,
     TrainConfig,
+    add_flipped_test,
     on_device,
     prepare,
     record_dataset,
@@ -275,6 +276,25 @@ def setup(cfg: Config, run: Run | None, rt: Runtime, shared: SharedData) -> _Set
         run, prep.model, prep.optimizer, View(x, fitted), views, prep.normalize, K, spec, stop
     )
     return _Setup(member, prep, noise, num_noisy, num_clean, found)
+
+
+@dataclass
+class FlippedSetup:
+    """``setup`` with the test set flipped upside down as one more view (``test_vflip``): what
+    the studies built on random labels (connectivity, pruning) train and evaluate."""
+
+    member: Member
+    prep: Prepared
+    inner: _Setup  # noise, num_noisy, num_clean, regime
+
+
+def setup_flipped(cfg: Config, run: Run | None, rt: Runtime, shared: SharedData) -> FlippedSetup:
+    inner = setup(cfg, run, rt, shared)
+    key: tuple = (cfg.dataset, cfg.data_dir, cfg.test_subset)  # the test images: the dataset's
+    if cfg.randomize != "labels":  # ... or this run's own draw
+        key = (*key, cfg.randomize, cfg.seed)
+    add_flipped_test(inner.member, shared, key)
+    return FlippedSetup(inner.member, inner.prep, inner)
 
 
 def _say_regime(
