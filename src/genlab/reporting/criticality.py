@@ -19,12 +19,11 @@ within ``AMBIENT_WITHIN`` of its reference, *critical* when it loses more (``sum
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from genlab.fileio import read_json
-from genlab.reporting.plotting import annotated_heatmap, color, errorbar_args, pyplot, save
+from genlab.reporting.plotting import annotated_heatmap, color, errorbar_args, pyplot, save, slug
 from genlab.runs import CRITICALITY, FIGURES
 
 TITLE = "Layer criticality (re-initialization and re-randomization of one layer)"
@@ -42,11 +41,6 @@ AMBIENT_WITHIN = 0.05  # ambient: the test accuracy stays within this of the ref
 
 def read_results(folder: Path) -> dict[str, Any]:
     return read_json(Path(folder) / CRITICALITY)
-
-
-def slug(label: str) -> str:
-    """A group label as a file name part: ``width=4, label_noise=0.0`` -> ``width4_label_noise0.0``."""
-    return re.sub(r"[^\w.-]+", "_", label.replace("=", "")).strip("_") or "all"
 
 
 def _views(table: dict[str, Any]) -> list[str]:

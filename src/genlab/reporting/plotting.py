@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,11 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[s
 def read_sweep(sweep_dir: Path) -> dict[str, Any]:
     """A sweep folder's sweep.json: ``{"study", "name", "swept", "members": [...]}``."""
     return read_json(Path(sweep_dir) / SWEEP)
+
+
+def slug(label: str) -> str:
+    """A group label as a file name part: ``width=4, label_noise=0.0`` -> ``width4_label_noise0.0``."""
+    return re.sub(r"[^\w.-]+", "_", label.replace("=", "")).strip("_") or "all"
 
 
 def integer_ticks(ax: Any) -> None:
@@ -256,5 +262,6 @@ __all__ = [
     "run_settings",
     "save",
     "setting_label",
+    "slug",
     "varying_keys",
 ]

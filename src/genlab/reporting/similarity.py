@@ -21,12 +21,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from genlab.fileio import read_json
-from genlab.reporting.plotting import annotated_heatmap, color, errorbar_args, pyplot, save
+from genlab.reporting.plotting import annotated_heatmap, color, errorbar_args, pyplot, save, slug
 from genlab.runs import FIGURES, SIMILARITY
 
 TITLE = "Representational similarity between runs (CKA, PWCCA)"
@@ -52,11 +51,6 @@ def _title(measure: str) -> str:
 
 def _label(results: dict[str, Any], g: int) -> str:
     return str(results["groups"][g]["label"])
-
-
-def slug(label: str) -> str:
-    """A group label as a file name part: ``width=4, label_noise=0.0`` -> ``width4_label_noise0.0``."""
-    return re.sub(r"[^\w.-]+", "_", label.replace("=", "")).strip("_") or "all"
 
 
 def within(results: dict[str, Any], measure: str, g: int) -> dict[str, dict[str, Any]]:
