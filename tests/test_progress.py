@@ -11,7 +11,7 @@ import pytest
 
 from genlab import cli
 from genlab.errors import GenlabError
-from genlab.runs import METRICS, TENSORBOARD
+from genlab.runs import DATASET, METRICS, TENSORBOARD
 from genlab.training.progress import EpochProgress
 
 RECORDS = [
@@ -25,13 +25,56 @@ class FakeTerminal(io.StringIO):
         return True
 
 
-def test_bar_shows_run_epoch_loss_accuracy_and_time_left():
+def _frames(text: str) -> list[str]:
+    """The lines a terminal showed, one per redraw (tqdm redraws after a carriage return)."""
+    return [f.rstrip("\n").rstrip() for f in text.split("\r") if f.strip()]
+
+
+def test_bar_shows_epoch_batch_loss_accuracies_and_time_left():
     out, lines = io.StringIO(), []
-    with EpochProgress("my-run", 3, 1, lines.append, bar=True, file=out) as progress:
+    with EpochProgress("my-run", 3, 1, lines.append, bar=True, file=out, columns=120) as progress:
         progress.update(RECORDS[1], "epoch 2 line")
-    text = out.getvalue()
-    assert "my-run: epoch 2/3" in text and "loss 0.5000 acc 0.500 test 0.900" in text
-    assert "<" in text and lines == []  # [elapsed<remaining]; no plain lines beside the bar
+        progress.batch(5, 10)
+    last = _frames(out.getvalue())[-1]
+    assert last.startswith("epoch 3/3 |") and "ETA " in last  # epoch 3 of 3 is under way
+    assert "batch 5/10 loss 0.5 test 0.900 train 0.500 my-run" in last
+    assert lines == []  # no plain lines beside the bar
+
+
+def test_the_bar_moves_inside_an_epoch_and_fits_80_columns(monkeypatch):
+    from genlab.training import progress as module
+
+    monkeypatch.setattr(module, "REDRAW_S", 0.0)  # every step redrawn, to see each of them
+    out = io.StringIO()
+    record = {
+        "epoch": 11,
+        "train_loss": 0.31234,
+        "train_acc": 0.8,
+        "test_acc": 0.9,
+        "test_vflip_acc": 0.4,
+    }
+    with EpochProgress("digits-conv4-w16-none-e80-s0-55f9a75b", 80, 10, print, bar=True,
+                       file=out, columns=80) as bar:  # fmt: skip
+        bar.update(record, "")
+        for step in range(1, 783):
+            bar.batch(step, 782)
+    frames = _frames(out.getvalue())
+    steps = [f for f in frames if " batch " in f]
+    assert {f.split(" batch ")[1].split()[0] for f in steps} == {f"{i}/782" for i in range(1, 783)}
+    assert all(len(f) <= 80 for f in frames), max(frames, key=len)
+    # the key numbers stay visible at 80 columns: the loss, test and flipped-test accuracy
+    assert "batch 782/782 loss 0.312 test 0.900 vflip 0.400" in steps[-1]
+    assert bar.bar.n == 12  # epoch 11 recorded, and every step of epoch 12 run
+
+
+def test_the_bar_redraws_at_most_every_few_steps_but_always_the_last():
+    out = io.StringIO()
+    with EpochProgress("r", 2, 0, print, bar=True, file=out, columns=100) as bar:
+        for step in range(1, 1001):
+            bar.batch(step, 1000)
+    steps = [f for f in _frames(out.getvalue()) if " batch " in f]
+    assert steps[-1].split(" batch ")[1].startswith("1000/1000")
+    assert len(steps) < 1000  # a step on a fast machine is microseconds: not one draw each
 
 
 def test_plain_lines_when_not_a_terminal(capsys):
@@ -53,7 +96,7 @@ def test_bar_only_when_printing_to_a_terminal(monkeypatch):
     progress = EpochProgress("r", 3, 0, print)
     progress.update(RECORDS[0], "epoch 1")
     progress.close()
-    assert sys.stdout.getvalue() == "" and "r: epoch 1/3" in sys.stderr.getvalue()
+    assert sys.stdout.getvalue() == "" and "epoch 2/3 |" in sys.stderr.getvalue()
     silent = EpochProgress("r", 3, 0, lambda _msg: None)  # --quiet: no bar even on a terminal
     assert silent.bar is None
 
@@ -80,15 +123,21 @@ def test_tensorboard_scalars_read_back_equal_to_metrics(tmp_path, capsys):
     metrics = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
     events = EventAccumulator(str(run / TENSORBOARD))
     events.Reload()
-    assert {"train_loss", "train_acc", "test_acc", "test_vflip_acc"} <= set(
-        events.Tags()["scalars"]
-    )
-    for key in ("train_loss", "test_vflip_acc"):
-        got = [(e.step, e.value) for e in events.Scalars(key)]
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "test/acc", "test/loss", "test_vflip/acc"} <= tags
+    classes = json.loads((run / DATASET).read_text())["classes"]  # named by dataset.json
+    assert {f"per_class/test_vflip/{c}" for c in classes} <= tags and len(classes) == 4
+    assert not {t for t in tags if "cohort" in t or "lanes" in t or "/" not in t}
+    for key, name in (("train_loss", "train/loss"), ("test_vflip_acc", "test_vflip/acc")):
+        got = [(e.step, e.value) for e in events.Scalars(name)]
         assert got == [(m["epoch"], pytest.approx(m[key], rel=1e-6)) for m in metrics]
+    got = [e.value for e in events.Scalars(f"per_class/test/{classes[3]}")]
+    assert got == [pytest.approx(m["test_per_class_acc"][3], rel=1e-6) for m in metrics]
+    hparams = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert b"width" in hparams and b"augment" in hparams  # the run's settings
 
 
 def test_tensorboard_missing_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with pytest.raises(GenlabError, match=r"pip install 'genlab\[tensorboard\]'"):
-        EpochProgress("r", 3, 0, print, tensorboard=tmp_path / "tb")
+        EpochProgress("r", 3, 0, print, tensorboard=tmp_path)

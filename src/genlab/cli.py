@@ -1,32 +1,93 @@
-"""The command line: ``genlab run STUDY``, ``genlab sweep STUDY``, ``demo``, ``eval``,
-``analyze``, ``figures``, ``report``.
+"""The command line: ``genlab run STUDY``, ``genlab sweep STUDY``, ``rerun``, ``demo``,
+``eval``, ``analyze``, ``figures``, ``report``, ``export``.
 
 Each study's flags are generated from its config dataclass, so a field, its flag and its JSON key
 are one spelling (``batch_size`` <-> ``--batch-size``). Settings resolve as defaults < ``--preset``
-< flags given on the command line; under ``genlab sweep`` every setting may take several values
-and the members are their Cartesian product. Runtime flags (``--device``, ``--precision``,
-``--compile``, ``--threads``, ``--quiet``, ``--tensorboard``) are resolved once, here, into a
-``Runtime``.
+< ``--config FILE`` < flags given on the command line; under ``genlab sweep`` every setting may
+take several values and the members are their Cartesian product. Runtime flags (``--device``,
+``--precision``, ``--compile``, ``--threads``, ``--quiet``, ``--tensorboard``) are resolved
+once, here, into a ``Runtime``. Flags are never abbreviated (``--wid`` is not ``--width``), and
+a flag that is not one is refused with the closest that is, under the command's own usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
+import re
 import signal
 import sys
+import textwrap
 import threading
+import tomllib
 import types
 import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from genlab.config import flag, sequence_fields, to_dict
+from genlab.config import flag, sequence_fields
 from genlab.errors import GenlabError
 
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations, whose usage errors are one ``genlab: error:`` line
+    under the usage of the command that failed (exit code 2, as argparse's)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:  # a leaf command: no one else can take them
+            self.error(self._unrecognized(extras))
+        return namespace, extras
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        given = [e.split("=", 1)[0] for e in extras if e.startswith("-") and e != "-"]
+        if not given:
+            return f"unrecognized arguments: {' '.join(extras)}"
+        known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        parts = []
+        for name in given:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = ""
+            if close:
+                abbreviated = "flags are not abbreviated; " if close[0].startswith(name) else ""
+                hint = f" ({abbreviated}did you mean {close[0]}?)"
+            parts.append(f"{name}: no such flag of {self.prog}{hint}")
+        return "; ".join(parts)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"genlab: error: {message}\n")
+
+
+def _first_sentence(doc: str, prefix: str = "") -> str:
+    """The first sentence of a docstring, its lines joined (for a command's one-line help;
+    ``%`` escaped, as argparse expands help strings)."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split()).removeprefix(prefix)
+    found = re.match(r"(.+?[.?!])(?=\s+[A-Z]|$)", paragraph)
+    return (found.group(1) if found else paragraph).replace("%", "%%")
+
+
+def _version() -> str:
+    """The installed package's version, else the source tree's ``genlab.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genlab")
+    except PackageNotFoundError:
+        import genlab
+
+        return genlab.__version__
 
 
 def _boolean(text: str) -> bool:
@@ -69,12 +130,16 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, many: bool) -> None:
-    """A flag per config field; with ``many`` (``genlab sweep``) each takes several values."""
+def add_config_flags(
+    parser: argparse.ArgumentParser, cls: type, *, many: bool, defaults: Any = None
+) -> None:
+    """A flag per config field; with ``many`` (``genlab sweep``) each takes several values.
+    ``defaults`` (a config) shows its values as the defaults (``genlab rerun RUN``: the run's)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind, extra, sequence = _parse_type(hints[f.name])
-        help_ = f"{f.metadata.get('help', '')} (default: {_show(f.default)}"
+        default = f.default if defaults is None else getattr(defaults, f.name)
+        help_ = f"{f.metadata.get('help', '')} (default: {_show(default)}"
         if f.metadata.get("choices"):  # checked by the config itself: a one-line error
             help_ += f"; one of {', '.join(map(str, f.metadata['choices']))}"
         kwargs: dict[str, Any] = {
@@ -101,15 +166,31 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, many: bool) 
             )
 
 
-def _common_flags(parser: argparse.ArgumentParser, *, trains: bool = True) -> None:
+def _common_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    trains: bool = True,
+    events: bool = False,
+    rerun: bool = False,
+) -> None:
+    """--out, --force and the runtime flags (--compile for a study that trains, --tensorboard
+    for one that trains or writes events); ``rerun``: as ``genlab rerun RUN`` means them."""
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("runs"),
-        help="parent folder of run folders (default: runs)",
+        default=None if rerun else Path("runs"),
+        help="parent folder of the new run folder (default: RUN's own, the folder above "
+        "RUN's <study>/ folder)"
+        if rerun
+        else "parent folder of run folders (default: runs)",
     )
     parser.add_argument(
-        "--force", action="store_true", help="delete existing run folders and start again"
+        "--force",
+        action="store_true",
+        help="delete the new run's existing folder and start it again (never RUN's, unless "
+        "the new run is RUN itself)"
+        if rerun
+        else "delete existing run folders and start again",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="print nothing but errors and the final paths"
@@ -121,9 +202,10 @@ def _common_flags(parser: argparse.ArgumentParser, *, trains: bool = True) -> No
     )
     parser.add_argument(
         "--precision",
-        default="auto",
+        default=None if rerun else "auto",
         help="arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, or bf16 autocast "
-        "(2-core CPU with AVX512-BF16: 2.1x at width 64, 0.85x at width 4) (default: auto)",
+        "(2-core CPU with AVX512-BF16: 2.1x at width 64, 0.85x at width 4) "
+        + ("(default: RUN's, else auto)" if rerun else "(default: auto)"),
     )
     parser.add_argument(
         "--threads",
@@ -139,11 +221,12 @@ def _common_flags(parser: argparse.ArgumentParser, *, trains: bool = True) -> No
             help="torch.compile each model (~10 s to compile; measured slower than genlab's own "
             "engine: 2-core CPU 0.87x at width 4, 0.98x at 64; H100 0.97x, 0.87x)",
         )
+    if trains or events:
         parser.add_argument(
             "--tensorboard",
             action="store_true",
-            help="also write the per-epoch scalars as TensorBoard events in each run folder "
-            "(needs: pip install 'genlab[tensorboard]')",
+            help="also write the per-epoch scalars and the run's settings as TensorBoard events "
+            "in each run folder's tensorboard/ (needs: pip install 'genlab[tensorboard]')",
         )
 
 
@@ -197,9 +280,8 @@ def _launcher_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from genlab.studies import STUDIES
 
-    parser = argparse.ArgumentParser(
-        prog="genlab", description="A lab for how deep networks generalize."
-    )
+    parser = _Parser(prog="genlab", description="A lab for how deep networks generalize.")
+    parser.add_argument("--version", action="version", version=f"genlab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one study")
@@ -209,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = run.add_subparsers(dest="study", required=True)
     sweeps = sweep.add_subparsers(dest="study", required=True)
     for name, study in STUDIES.items():
-        first = study.doc.strip().splitlines()[0] if study.doc.strip() else name
+        first = _first_sentence(study.doc) if study.doc.strip() else name
         for parent, many in ((runs, False), (sweeps, True)):
             p = parent.add_parser(
                 name,
@@ -219,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
             if study.presets:
                 p.add_argument("--preset", help=f"named settings: {', '.join(study.presets)}")
+            p.add_argument(
+                "--config",
+                type=Path,
+                metavar="FILE",
+                help="settings from a TOML or JSON file: the keys of config.json (a run's whole "
+                "config.json, or a bare table of settings); the flags given override it"
+                + ("; each value is one value of the sweep" if many else ""),
+            )
             if many:
                 p.add_argument(
                     "--seeds", type=int, help="seeds 0..N-1 for every combination (or --seed S ...)"
@@ -252,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(as genlab sweep {name} --name {named.name})",
                     )
             add_config_flags(p, study.config, many=many)
-            _common_flags(p, trains=study.trains)
+            _common_flags(p, trains=study.trains, events=study.events)
 
     demo = sub.add_parser(
         "demo", help="every study, small, on the embedded digits (about a minute on 2 cores)"
@@ -286,10 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     from genlab.analysis import analyses
 
     for name, (config, doc) in analyses().items():
-        first = doc.strip().splitlines()[0]
         p = kinds.add_parser(
             name,
-            help=first.removeprefix(f"``genlab analyze {name}``: "),
+            help=_first_sentence(doc, prefix=f"``genlab analyze {name}``: "),
             description=doc,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -319,7 +408,58 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--out", type=Path, default=Path("runs") / "report", help="(default: runs/report)"
     )
+
+    rerun = sub.add_parser(
+        "rerun",
+        help="a run's config again with changes (--continue: on from its last checkpoint)",
+        description="Train RUN's config again with the changes given as flags, into the folder "
+        "the new config names (under RUN's own --out folder unless --out is given); with no "
+        "change it is RUN itself. The flags are RUN's study's: genlab rerun RUN --help lists "
+        "them with RUN's values as defaults. --continue starts from RUN's last checkpoint "
+        "(genlab rerun RUN --epochs 20 --continue trains epochs 11..20 of a 10-epoch run) and "
+        "never changes RUN.",
+    )
+    rerun.add_argument("run", type=Path, metavar="RUN", help="a run folder")
+    rerun.add_argument(
+        "flags",
+        nargs=argparse.REMAINDER,
+        metavar="...",
+        help="the study's flags, --continue, --out, --force and the runtime flags "
+        "(--device, --precision, --threads, --quiet, --tensorboard, --compile)",
+    )
+
+    export = sub.add_parser("export", help="run folders' metrics as a CSV table or TensorBoard")
+    formats = export.add_subparsers(dest="format", required=True)
+    csv = formats.add_parser("csv", help="the per-epoch metrics of run folders as one CSV table")
+    csv.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_FOLDER")
+    csv.add_argument("--out", type=Path, required=True, metavar="FILE", help="the CSV file")
+    csv.add_argument("--force", action="store_true", help="replace an existing FILE")
+    board = formats.add_parser(
+        "tensorboard", help="TensorBoard events of metrics.jsonl in each run's tensorboard/"
+    )
+    board.add_argument("runs", nargs="+", type=Path, metavar="RUN_OR_FOLDER")
+    board.add_argument("--force", action="store_true", help="write existing events again")
     return parser
+
+
+def _rerun_parser(source: Any) -> argparse.ArgumentParser:
+    """``genlab rerun RUN``'s second phase: RUN's study's flags (RUN's values as defaults),
+    --continue, --out, --force and the runtime flags."""
+    study = source.study
+    p = _Parser(
+        prog=f"genlab rerun {source.path}",
+        description=f"Rerun a {study.name} run with the changes given as flags.",
+    )
+    p.add_argument(
+        "--continue",
+        dest="from_checkpoint",
+        action="store_true",
+        help="start from RUN's last checkpoint (only changes that leave its trained epochs as "
+        "they were: more --epochs, --keep-checkpoints, --views, --data-dir)",
+    )
+    add_config_flags(p, study.config, many=False, defaults=source.config)
+    _common_flags(p, trains=study.trains, events=study.events, rerun=True)
+    return p
 
 
 class Terminated(KeyboardInterrupt):
@@ -389,10 +529,12 @@ def _runtime(args: argparse.Namespace) -> Any:
 
 
 def resolve_config(study: Any, args: argparse.Namespace) -> Any:
-    """The config of ``genlab run STUDY ...``: defaults < --preset < flags."""
+    """The config of ``genlab run STUDY ...``: defaults < --preset < --config FILE < flags."""
     from genlab import sweeps
 
-    return sweeps.resolve(study, getattr(args, "preset", None), _settings(study, args))
+    filed, given = _file_settings(study, args), _settings(study, args)
+    with _blaming(args, filed, given):
+        return sweeps.resolve(study, getattr(args, "preset", None), {**filed, **given})
 
 
 def _settings(study: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -401,7 +543,108 @@ def _settings(study: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {f.name: given[f.name] for f in dataclasses.fields(study.config) if f.name in given}
 
 
+def _file_settings(study: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of ``--config FILE`` (none without it), checked: see ``read_settings``."""
+    path = getattr(args, "config", None)
+    return {} if path is None else read_settings(study, path)
+
+
+def read_settings(study: Any, path: Path) -> dict[str, Any]:
+    """The settings a TOML or JSON file gives for ``study``, keyed and typed as config.json's:
+    a run's whole config.json record ({"study", "config", ...}: its "config"), or a bare table
+    of settings. A sequence setting takes a list (one value, even in a sweep); a setting whose
+    default is none takes "none" (TOML has no null). One line naming the file and the key for
+    anything else."""
+    path = Path(path)
+    kind = {".toml": "TOML", ".json": "JSON"}.get(path.suffix.lower())
+    if kind is None:
+        raise GenlabError(f"--config {path}: not a .toml or .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GenlabError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise GenlabError(f"--config {path}: is a folder, not a file") from None
+    except OSError as e:
+        raise GenlabError(
+            f"--config {path}: unreadable ({e.strerror or type(e).__name__})"
+        ) from None
+    except UnicodeDecodeError:
+        raise GenlabError(f"--config {path}: not valid {kind} (not UTF-8 text)") from None
+    try:
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise GenlabError(f"{path}: not valid {kind} ({e})") from None
+    if not isinstance(data, dict):
+        raise GenlabError(f"{path}: not a table of settings (holds a {type(data).__name__})")
+    if "study" in data:  # a run's config.json record
+        if data["study"] != study.name:
+            raise GenlabError(f"{path}: the config of a {data['study']} run, not of {study.name}")
+        data = data.get("config")
+        if not isinstance(data, dict):
+            raise GenlabError(f"{path}: its 'config' is not a table of settings")
+    hints = typing.get_type_hints(study.config)
+    names = [f.name for f in dataclasses.fields(study.config)]
+    settings = {}
+    for key, value in data.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise GenlabError(f"{path}: {key}: no such setting of {study.name}{hint}")
+        settings[key] = _file_value(path, key, hints[key], value)
+    return {name: settings[name] for name in names if name in settings}
+
+
+def _file_value(path: Path, key: str, hint: Any, value: Any) -> Any:
+    """``value`` of setting ``key`` as its field holds it; a GenlabError naming both if not."""
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+    sequence = typing.get_origin(hint) is tuple
+    kind = typing.get_args(hint)[0] if sequence else hint
+    items = value if sequence and isinstance(value, list) else [value]
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    plural = {bool: "true or false values", int: "integers", float: "numbers", str: "strings"}
+    for item in items:
+        fits = isinstance(item, kind) and not (kind is int and isinstance(item, bool))
+        if kind is float:
+            fits = isinstance(item, (int, float)) and not isinstance(item, bool)
+        if not fits or (sequence and not isinstance(value, list)):
+            want = f"a list of {plural[kind]}" if sequence else names[kind]
+            shown = json.dumps(value) if _jsonable(value) else str(value)
+            raise GenlabError(f"{path}: {key} = {shown}: not {want}")
+    if kind is float:
+        items = [float(i) for i in items]
+    return tuple(items) if sequence else items[0]
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@contextmanager
+def _blaming(args: argparse.Namespace, filed: dict[str, Any], given: dict[str, Any]) -> Iterator:
+    """A setting's error (``--width 0: ...``) names ``--config FILE`` when the file gave it."""
+    try:
+        yield
+    except GenlabError as e:
+        text = str(e)
+        keys = [k for k in filed if k not in given]
+        if any(text.startswith((f"{flag(k)} ", f"{flag(k)}:")) for k in keys):
+            raise GenlabError(f"{args.config}: {text}") from None
+        raise
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "rerun":  # its runtime comes with its second phase
+        return _rerun(args)
     if args.command in ("run", "sweep", "demo"):
         rt = _runtime(args)
     elif args.command == "analyze":
@@ -459,7 +702,21 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise GenlabError(f"{' '.join(map(str, args.runs))}: no run folders found")
         print(f"report: {build_report(args.runs, args.out)}")
         return 0
+    if args.command == "export":
+        return _export(args)
     raise AssertionError(args.command)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from genlab import export
+
+    if args.format == "csv":
+        rows = export.write_csv(args.runs, args.out, force=args.force)
+        print(f"csv: {args.out} ({rows} rows)")
+        return 0
+    for folder in export.write_tensorboard(args.runs, force=args.force):
+        print(f"tensorboard: {folder}")
+    return 0
 
 
 def _analyze(args: argparse.Namespace, rt: Any) -> int:
@@ -478,27 +735,105 @@ def _analyze(args: argparse.Namespace, rt: Any) -> int:
 
 def _run(args: argparse.Namespace, rt: Any) -> int:
     from genlab import sweeps
-    from genlab.launch import run_dir_for, run_members
+    from genlab.launch import run_members
     from genlab.studies import STUDIES
 
     study = STUDIES[args.study]
-    settings = _settings(study, args)
     if getattr(args, "named_sweep", None):
         if getattr(args, "preset", None) is not None:
             raise GenlabError(
                 f"{study.sweeps[args.named_sweep].flag} sets its own settings; drop --preset"
             )
-        single = {k: [v] for k, v in settings.items()}
-        sweep = sweeps.build(study, single, args.out, name=args.named_sweep)
+        filed, given = _file_settings(study, args), _settings(study, args)
+        single = {k: [v] for k, v in {**filed, **given}.items()}
+        with _blaming(args, filed, given):
+            sweep = sweeps.build(study, single, args.out, name=args.named_sweep)
         _print_members(sweep, rt.log)
         print(f"results: {sweeps.run_sweep(sweep, rt, force=args.force)}")
         return 0
     cfg = resolve_config(study, args)
-    rt.log(f"{study.name} config: {json.dumps(to_dict(cfg), sort_keys=True)}")
-    path = run_dir_for(study, cfg, args.out)
+    path = _run_dir(study, cfg, args.out, rt)  # checked too before anything is printed
+    _print_config(study, cfg, rt.log)
     run_members(study, [(cfg, path)], rt, force=args.force)
     print(f"results: {path}")
     return 0
+
+
+def _run_dir(study: Any, cfg: Any, out: Path, rt: Any) -> Path:
+    """The run folder of ``cfg`` under ``out`` (computed in ``rt``'s arithmetic): the one
+    place the command line names a run folder."""
+    from genlab.launch import run_dir_for
+
+    return run_dir_for(study, cfg, out)
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    """``genlab rerun RUN ...``: RUN's config.json says the study, whose flags parse the rest."""
+    from genlab import rerun
+
+    source = rerun.source(args.run)
+    flags = _rerun_parser(source).parse_args(args.flags)
+    if flags.precision is None:  # computed as RUN was (it is refused in another arithmetic)
+        flags.precision = source.precision or "auto"
+    rt = _runtime(flags)
+    planned = rerun.plan(
+        source,
+        _settings(source.study, flags),
+        precision=rt.precision,
+        out=flags.out,
+        from_checkpoint=flags.from_checkpoint,
+    )
+    changed = " ".join(f"{flag(k)} {_show(v)}" for k, v in planned.changes.items())
+    how = f", continued after epoch {planned.epoch}" if planned.epoch is not None else ""
+    rt.log(f"rerun of {source.path}: {changed or 'no change'}{how}")
+    _print_config(source.study, planned.config, rt.log)
+    print(f"results: {rerun.start(planned, rt, force=flags.force)}")
+    return 0
+
+
+# The settings most studies share, by what they are about; any other setting is grouped under
+# the study whose config class declares it (pruning's config extends random-labels').
+_GROUPS = {
+    "data": ("dataset", "data_dir", "train_subset", "test_subset"),
+    "model": ("model", "width", "kernel"),
+    "training": ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed"),
+}
+_OUTPUT = ("keep_checkpoints",)  # the last group, "output"
+
+
+def config_lines(study: Any, cfg: Any, width: int = 80) -> list[str]:
+    """The resolved config, one setting per line as it is typed (``--width 16``), grouped,
+    aligned, wrapped within ``width`` columns."""
+    from genlab.studies import STUDIES
+
+    owners = {s.config.__module__: s.name for s in STUDIES.values()}
+    grouped: dict[str, list[str]] = {name: [] for name in _GROUPS}
+    names = [f.name for f in dataclasses.fields(cfg)]  # a base class's fields first
+    for name in names:
+        group = next((g for g, keys in _GROUPS.items() if name in keys), None)
+        if group is None and name not in _OUTPUT:
+            first = next(
+                c for c in reversed(type(cfg).__mro__) if name in vars(c).get("__annotations__", {})
+            )
+            group = owners.get(first.__module__, first.__module__.rsplit(".", 1)[-1])
+        grouped.setdefault(group or "output", []).append(name)
+    grouped["output"] = grouped.pop("output", [])  # last
+    grouped = {group: keys for group, keys in grouped.items() if keys}
+    label = max(map(len, grouped)) + 2
+    column = max(len(flag(n)) for n in names) + 2
+    lines = [f"{study.name} config:"]
+    for group, keys in grouped.items():
+        for i, name in enumerate(keys):
+            head = f"  {group if i == 0 else '':<{label}}{flag(name):<{column}}"
+            value = textwrap.wrap(_show(getattr(cfg, name)), max(width - len(head), 20)) or [""]
+            lines.append((head + value[0]).rstrip())
+            lines += [" " * len(head) + more for more in value[1:]]
+    return lines
+
+
+def _print_config(study: Any, cfg: Any, log: Callable[[str], None]) -> None:
+    for line in config_lines(study, cfg):
+        log(line)
 
 
 def _sweep(args: argparse.Namespace, rt: Any) -> int:
@@ -509,18 +844,23 @@ def _sweep(args: argparse.Namespace, rt: Any) -> int:
     # a sequence setting (the map's --widths, --views) is one value; any other flag's values
     # are swept, and a bare boolean flag means true
     sequences = sequence_fields(study.config)
+    filed, given = _file_settings(study, args), _settings(study, args)
     values = {
-        k: [tuple(v)] if k in sequences else (v or [True]) if isinstance(v, list) else [v]
-        for k, v in _settings(study, args).items()
+        **{k: [v] for k, v in filed.items()},  # a file's value is one value
+        **{
+            k: [tuple(v)] if k in sequences else (v or [True]) if isinstance(v, list) else [v]
+            for k, v in given.items()
+        },
     }
-    sweep = sweeps.build(
-        study,
-        values,
-        args.out,
-        seeds=args.seeds,
-        name=getattr(args, "name", None),
-        preset=getattr(args, "preset", None),
-    )
+    with _blaming(args, filed, given):
+        sweep = sweeps.build(
+            study,
+            values,
+            args.out,
+            seeds=args.seeds,
+            name=getattr(args, "name", None),
+            preset=getattr(args, "preset", None),
+        )
     index = None if args.index is None else sweeps.parse_index(args.index, len(sweep.configs))
     slurm = {k[6:]: v for k, v in vars(args).items() if k.startswith("slurm_")}
     if slurm and args.launcher != "slurm":  # named: the generic check says --slurm-*

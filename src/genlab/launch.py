@@ -60,7 +60,7 @@ def run_members(
                         rt.log(str(e))
                         continue
                     try:
-                        run = _open(study, cfg, path, force)
+                        run = _open(study, cfg, path, force, rt.precision)
                     except GenlabError as e:  # a damaged folder: the others go on
                         failures.append((path, e))
                         continue
@@ -89,8 +89,13 @@ def run_members(
     return done
 
 
-def _open(study: Study, cfg: Any, path: Path, force: bool) -> Run:
-    record = {"study": study.name, "config": to_dict(cfg), "identity": identity_dict(cfg)}
+def _open(study: Study, cfg: Any, path: Path, force: bool, precision: str) -> Run:
+    record = {
+        "study": study.name,
+        "config": to_dict(cfg),
+        "identity": identity_dict(cfg),
+        "precision": precision,  # checked, not named: see runs.recorded_precision
+    }
     return Run.open(path, record, force=force)
 
 

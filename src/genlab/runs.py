@@ -17,7 +17,8 @@ A run folder holds::
     summary.json    written last: its presence marks the run finished
     figures/        the figures; figures/figures.json, written last, lists them (a folder
                     without it was cut while drawing and is drawn again)
-    tensorboard/    with --tensorboard: the per-epoch scalars of metrics.jsonl as TensorBoard events
+    tensorboard/    with --tensorboard (or ``genlab export tensorboard``): the scalars of
+                    metrics.jsonl as TensorBoard events, tagged as ``genlab.export`` says
     views.json      accuracy on named views of the test split (flips, rotations), added to by
                     ``genlab eval RUN --views ...``
     invariance.json per-layer equivariance and invariance (cosine, linear CKA) under a view
@@ -212,6 +213,7 @@ class Run:
                     "use --force to replace it"
                 )
             check_files(path)
+            _check_precision(path, old, config.get("precision"))
             remove_stale(path)
             remove_stale(path / FIGURES)
             remove_stale(path / KEPT)
@@ -425,6 +427,33 @@ class Run:
         rolled back)."""
         write_json(self.path / SUMMARY, summary)
         (self.path / PREVIOUS).unlink(missing_ok=True)
+
+
+def recorded_precision(path: Path, record: dict[str, Any]) -> str | None:
+    """The arithmetic a run folder was trained in: config.json's "precision", else (a run made
+    before it was recorded there) the first session's in env.json, else None."""
+    if isinstance(record.get("precision"), str):
+        return record["precision"]
+    try:
+        env = read_object(path / ENV) if (path / ENV).is_file() else {}
+    except GenlabError:
+        return None
+    value = env.get("precision")
+    return value if isinstance(value, str) else None
+
+
+def _check_precision(path: Path, record: dict[str, Any], precision: str | None) -> None:
+    """A run folder holds one arithmetic: a bf16 run is not finished (or resumed) by an fp32
+    command, nor the other way round (the folder name cannot say which: see README, "How a run
+    computes")."""
+    recorded = recorded_precision(path, record)
+    if precision is None or recorded is None or recorded == precision:
+        return
+    raise GenlabError(
+        f"{path}: trained with --precision {recorded}, and this command computes in {precision}; "
+        f"give --precision {recorded} to finish or reuse it, another --out to train it in "
+        f"{precision}, or --force to replace it"
+    )
 
 
 def kept_name(epoch: int) -> str:

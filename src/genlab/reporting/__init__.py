@@ -10,6 +10,13 @@ Each study's figures and key numbers live in one module of its own (``robustness
     plot_run(run_dir) -> list[Path]         one run's figures, into run_dir/figures
     plot_sweep(sweep_dir, run_dirs) -> list[Path]   a sweep's figures, into sweep_dir/figures
 
+and may define two more, which ``genlab report`` looks up with ``getattr`` and calls with the
+study's finished run folders (anything either raises is one problem line in the page)::
+
+    finding(run_dirs) -> str | None         the study's sentence in the report's summary
+    compare(run_dirs, out_dir) -> list[Path]        figures across the runs (PNGs), into out_dir
+                                            (the report's figures/), atop the study's section
+
 An analysis folder (``genlab analyze``) is drawn by the module of its kind
 (``genlab.reporting.similarity``, ``genlab.reporting.criticality``), which defines ``TITLE``,
 ``plot_analysis(folder) -> list[Path]`` and ``key_numbers(results) -> list[tuple[str, str]]``.

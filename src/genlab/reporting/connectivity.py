@@ -18,10 +18,14 @@ from typing import Any
 from genlab.fileio import read_json
 from genlab.reporting.plotting import (
     OKABE_ITO,
+    clauses,
     color,
     errorbar_args,
     group_runs,
     interval_of,
+    legend_below,
+    legend_right,
+    mean_of,
     n_label,
     pyplot,
     read_run,
@@ -99,7 +103,7 @@ def barrier_figure(found: dict[str, Any], title: str) -> Any:
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set(xlabel="spawn epoch k", ylabel="error barrier (fraction)", xticks=ks)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    legend_right(ax)
     over = (
         f"mean over {pairs} pairs of children, bars: 95% interval (pairs share children)"
         if pairs > 1
@@ -129,9 +133,8 @@ def paths_figure(found: dict[str, Any], title: str) -> Any:
         + (f"; mean over {pairs} pairs" if pairs > 1 else ""),
         fontsize=8,
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(spawns), fontsize=8, frameon=False)
+    fig.tight_layout()
+    legend_below(fig, ncol=len(spawns))
     return fig
 
 
@@ -174,7 +177,27 @@ def plot_sweep(sweep_dir: Path, run_dirs: list[Path]) -> list[Path]:
         "interval over seeds",
         fontsize=8,
     )
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    legend_below(fig, ncol=3)
     return [save(fig, Path(sweep_dir) / FIGURES / "barrier_sweep.png")]
+
+
+# -- the report: its summary sentence -------------------------------------------------------------
+def finding(run_dirs: list[Path]) -> str | None:
+    """The report's sentence on these runs: per setting, the test error barrier between
+    children spawned at the first and at the last k (means over the parent's seeds); None
+    before any run finished."""
+    groups = group_runs([d for d in map(Path, run_dirs) if (d / SUMMARY).exists()])
+    parts = []
+    for g in groups:
+        summaries = [read_json(d / SUMMARY) for d in g.run_dirs]
+        ks = summaries[0]["spawn_epochs"]
+        first = mean_of(s["barrier_first"]["test"] for s in summaries)
+        last = mean_of(s["barrier_last"]["test"] for s in summaries)
+        who = "" if len(groups) == 1 else f"{g.label}: "
+        seeds = f" (mean of {len(summaries)} parents)" if len(summaries) > 1 else ""
+        parts.append(
+            f"{who}test error barrier between two children {first:.3f} when spawned at "
+            f"epoch {ks[0]}, {last:.3f} when spawned at epoch {ks[-1]}{seeds}"
+        )
+    return clauses(parts)

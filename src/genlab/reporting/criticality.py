@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from genlab.fileio import read_json
-from genlab.reporting.plotting import annotated_heatmap, color, errorbar_args, pyplot, save, slug
+from genlab.reporting.plotting import (
+    annotated_heatmap,
+    color,
+    errorbar_args,
+    legend_below,
+    pyplot,
+    save,
+    slug,
+)
 from genlab.runs import CRITICALITY, FIGURES
 
 TITLE = "Layer criticality (re-initialization and re-randomization of one layer)"
@@ -113,10 +121,7 @@ def _heatmaps(
         grid = np.array(
             [[_nan(cell(layer, s, view)) for s in sources] for layer in layers], dtype=float
         )
-        before = len(ax.texts)
         image = annotated_heatmap(ax, grid)
-        for text in ax.texts[before:]:
-            text.set_fontsize(8)  # numbers at 8 pt
         ax.set_xticks(
             range(len(sources)),
             [_source_title(s) for s in sources],
@@ -256,9 +261,8 @@ def by_layer_figure(results: dict[str, Any]) -> Any | None:
         f"recomputed)\nmean over {seeds} seeds per group; bars: 95% Student-t interval",
         fontsize=9,
     )
-    rows_of_legend = math.ceil(len(handles) / 3)
-    fig.tight_layout(rect=(0, 0.04 + 0.045 * rows_of_legend, 1, 1))
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    legend_below(fig, handles, [h.get_label() for h in handles], ncol=3)
     return fig
 
 

@@ -19,11 +19,25 @@ missing or older than its results), its settings and the runs it read, linked to
 sections when they are in the page too. An analysis folder whose files do not parse is shown
 as damaged, in one line.
 
+The page opens with a summary: one line per study, the sentence its reporting module's optional
+``finding(run_dirs)`` writes from the study's finished runs, linked to its section; the section
+then starts with the figures of its optional ``compare(run_dirs, out_dir)`` (the study's runs
+overlaid, written into ``OUT/figures``). Either failing is one problem line in the page, never
+a failed report.
+
+Numbers are written at one precision per column, decided by ``number_format`` from the column's
+key: accuracies, gaps and fractions to 3 decimals, seconds to 1, counts with thousands
+separators, other reals to a fixed number of decimals shared by the whole column. The JSON in the
+details blocks is shown with floats rounded to 4 significant digits (the files keep every digit).
+Links to run, sweep and analysis folders are relative to the report's folder, so a report moved
+or mailed with its folders still opens them.
+
 Figures are embedded as base64 ``data:`` URIs, so the page is one file that opens from the file
 system with no network, can be mailed or moved, and never shows a stale or missing image (about a
-third larger than the PNGs). Everything read from a run folder passes through jinja2's
-autoescaping, and a Content-Security-Policy forbids scripts, so a run named ``<script>`` shows as
-text.
+third larger than the PNGs). Each is shown no larger than its size at 96 CSS pixels per inch (its
+text at its font size), two side by side where two fit. Everything read from a run folder passes
+through jinja2's autoescaping, and a Content-Security-Policy forbids scripts, so a run named
+``<script>`` shows as text.
 """
 
 from __future__ import annotations
@@ -31,9 +45,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 import struct
+import urllib.parse
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -43,6 +59,7 @@ from typing import Any
 from genlab import reporting  # its plot_run/plot_sweep looked up when called (patchable)
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write, read_json
+from genlab.reporting.plotting import DPI
 from genlab.runs import (
     AGGREGATE,
     ANALYSIS,
@@ -67,11 +84,30 @@ UNREADABLE = "?"  # the study of a run folder whose config.json cannot be read
 UNREADABLE_TITLE = "Missing or unreadable run folders"
 
 
+HALF_CELL_PX = 640  # a figure at most this wide (CSS px) shares its row: a half cell is 554 px
+# at the page's 1200 px, so it is shown at 87% of its size or more; a wider one gets a row
+
+
 @dataclass
 class Figure:
     name: str  # the file name
     src: str  # a data: URI
-    wide: bool = False  # a row of panels: shown across the page, not in a half-width cell
+    width: int = 0  # CSS px at 96 per inch: the widest it is shown (0: as wide as its cell)
+
+    @property
+    def wide(self) -> bool:
+        """A figure too wide to share its row (a row of panels, a legend beside the axes)."""
+        return self.width > HALF_CELL_PX
+
+
+@dataclass
+class Finding:
+    """What a study's reporting module says of its finished runs: its sentence (``finding``),
+    its figures across runs (``compare``) and what went wrong calling either."""
+
+    sentence: str | None = None
+    figures: list[Figure] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,10 +212,61 @@ def build_report(
             log(f"{a.path}: analysis {a.state}; {'; '.join(a.problems)}")
     for p in not_found:
         log(f"{p}: no run folders found")
-    html = render(runs, sweeps, not_found, analyses)
+    findings = {}
+    for study in sorted({r.study for r in runs if r.state == "finished"}):
+        done = [r.path for r in runs if r.study == study and r.state == "finished"]
+        findings[study] = read_finding(study, done, Path(out) / FIGURES)
+        for problem in findings[study].problems:
+            log(f"{study}: {problem}")
+    html = render(runs, sweeps, not_found, analyses, out=Path(out), findings=findings)
     target = Path(out) / REPORT
     atomic_write(target, lambda f: f.write(html), mode="w")
     return target
+
+
+def read_finding(study: str, run_dirs: list[Path], out_dir: Path) -> Finding:
+    """The sentence and the figures across runs that the study's reporting module gives for its
+    finished runs, through its optional ``finding(run_dirs)`` and ``compare(run_dirs, out_dir)``
+    (figures into ``out_dir``, the report's figures folder); never raises: what either raises is
+    a problem line, so one module's bug costs its summary, not the report."""
+    view = Finding()
+    try:
+        module = reporting.reporting_module(study)
+    except KeyError:  # not a registered study (or the unreadable ones): nothing to ask
+        return view
+    name = module.__name__
+    finding = getattr(module, "finding", None)
+    if finding is not None:
+        try:
+            sentence = finding(list(run_dirs))
+            view.sentence = None if sentence is None else str(sentence)
+        except Exception as e:  # noqa: BLE001 - a module's bug is shown, not fatal
+            view.problems.append(f"{name}.finding failed ({_error_line(e)})")
+    compare = getattr(module, "compare", None)
+    if compare is not None:
+        made = not Path(out_dir).exists()
+        try:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            files = [Path(f) for f in compare(list(run_dirs), Path(out_dir))]
+        except Exception as e:  # noqa: BLE001 - a module's bug is shown, not fatal
+            view.problems.append(f"{name}.compare failed ({_error_line(e)})")
+            files = []
+        if made and not files:  # no empty figures folder beside a report that has none
+            try:
+                Path(out_dir).rmdir()
+            except OSError:  # another study's figures are in it
+                pass
+        for png in (f for f in files if f.suffix == ".png"):
+            try:
+                view.figures.append(_figure(png))
+            except OSError as e:
+                view.problems.append(f"{png.name}: unreadable ({e.strerror})")
+    return view
+
+
+def _error_line(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def read_sweep_folder(path: Path, runs: list[RunView], *, draw_missing: bool = True) -> SweepView:
@@ -358,15 +445,21 @@ def render(
     sweeps: list[SweepView],
     not_found: list[Path],
     analyses: list[AnalysisView] | None = None,
+    *,
+    out: Path | None = None,
+    findings: dict[str, Finding] | None = None,
 ) -> str:
-    """The report's HTML (jinja2, autoescaped)."""
+    """The report's HTML (jinja2, autoescaped) for a page written into the folder ``out``, which
+    its links to folders are relative to (absolute ``file:`` URIs without it); ``findings``: per
+    study, what its reporting module says of its finished runs (``read_finding``)."""
     import jinja2
 
     from genlab.studies import STUDIES
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = fmt
-    env.filters["pretty"] = lambda obj: json.dumps(obj, indent=2, sort_keys=True, default=str)
+    env.filters["pretty"] = pretty
+    env.filters["href"] = lambda path: folder_href(path, out)
     env.filters["run_anchor"] = lambda path: _anchor("run-", path)
     template = env.from_string(
         resources.files("genlab.reporting").joinpath("report.html.j2").read_text()
@@ -377,7 +470,12 @@ def render(
     names = set(by_study) | {sw.study for sw in sweeps}
     order = [*STUDIES, *sorted(names - set(STUDIES))]
     studies = [
-        _study(name, by_study[name], [sw for sw in sweeps if sw.study == name])
+        _study(
+            name,
+            by_study[name],
+            [sw for sw in sweeps if sw.study == name],
+            (findings or {}).get(name) or Finding(),
+        )
         for name in order
         if name in names
     ]
@@ -394,6 +492,21 @@ def render(
         total=len(runs),
         sweeps=len(sweeps),
     )
+
+
+def folder_href(path: Path, base: Path | None) -> str:
+    """A link to a folder from a page in ``base``: relative (``../runs/x/``), so the report
+    still opens its run folders when both are moved, copied or mailed together; an absolute
+    ``file:`` URI without a base or where no relative path exists (another drive)."""
+    path = Path(path).absolute()
+    if base is not None:
+        try:
+            relative = os.path.relpath(path, Path(base).absolute())
+        except ValueError:
+            pass
+        else:
+            return urllib.parse.quote(Path(relative).as_posix().rstrip("/") + "/")
+    return path.as_uri() + "/"
 
 
 def _resolved(path: Path) -> Path:
@@ -414,9 +527,11 @@ def _describe(name: str) -> tuple[str, list[tuple[str, str]] | None]:
     return module.TITLE, list(module.KEY_NUMBERS)
 
 
-def _study(name: str, runs: list[RunView], sweeps: list[SweepView]) -> dict[str, Any]:
-    """One study's section: its sweeps' aggregated tables, the table of key numbers of its runs
-    and which settings vary between them."""
+def _study(
+    name: str, runs: list[RunView], sweeps: list[SweepView], finding: Finding
+) -> dict[str, Any]:
+    """One study's section: what its module says of its finished runs, its sweeps' aggregated
+    tables, the table of key numbers of its runs and which settings vary between them."""
     title, key_numbers = _describe(name)
     readable = [r for r in runs if r.config]
     keys = sorted({k for r in readable for k in r.config})
@@ -424,19 +539,23 @@ def _study(name: str, runs: list[RunView], sweeps: list[SweepView]) -> dict[str,
     varying = [k for k in keys if len(set(values[k])) > 1]
     shared = {k: readable[0].config.get(k) for k in keys if k not in varying} if readable else {}
     columns = key_numbers or _generic_columns(runs)
+    cells = [[_lookup(r.summary, key) for _, key in columns] for r in runs]
+    formats = [number_format(key, [row[i] for row in cells]) for i, (_, key) in enumerate(columns)]
     rows = [
         {
             "run": r,
             "settings": [r.config.get(k) for k in varying],
-            "numbers": [_lookup(r.summary, key) for _, key in columns],
+            "numbers": [write(v) for write, v in zip(formats, row, strict=True)],
         }
-        for r in runs
+        for r, row in zip(runs, cells, strict=True)
     ]
     shown = {sw.path: sw.anchor for sw in sweeps}
     return {
         "name": name,
         "title": title,
         "runs": runs,
+        "finished": sum(r.state == "finished" for r in runs),
+        "finding": finding,
         "varying": varying,
         "shared": shared,
         "columns": [heading for heading, _ in columns],
@@ -464,12 +583,19 @@ def _sweep(sweep: SweepView, key_numbers: list[tuple[str, str]] | None) -> dict[
     if key_numbers is None:  # not a registered study: every metric the entries share
         metrics = sorted({m for e in entries for m in e.get("metrics", {})})
         key_numbers = [(m.replace("_", " "), m) for m in metrics]
+    formats = [
+        number_format(key, [_mean(e, key) for e in entries if _mean(e, key) is not None])
+        for _, key in key_numbers
+    ]
     rows = [
         {
             "settings": [e.get("settings", {}).get(k) for k in varying],
             "n": e.get("n"),
             "seeds": e.get("seeds", []),
-            "numbers": [_aggregated(e, key) for _, key in key_numbers],
+            "numbers": [
+                _aggregated(e, key, write)
+                for (_, key), write in zip(key_numbers, formats, strict=True)
+            ],
         }
         for e in entries
     ]
@@ -483,62 +609,160 @@ def _sweep(sweep: SweepView, key_numbers: list[tuple[str, str]] | None) -> dict[
     }
 
 
-def _aggregated(entry: dict[str, Any], key: str) -> str:
+def _mean(entry: dict[str, Any], key: str) -> Any:
+    metric = entry.get("metrics", {}).get(key)
+    return metric.get("mean") if isinstance(metric, dict) else None
+
+
+def _aggregated(entry: dict[str, Any], key: str, write: NumberFormat) -> str:
     """One cell of a sweep's table: "mean ± half-width" of the 95% interval, the mean alone for
     n = 1 (no interval) or when every seed gave the same value, "—" for a metric no member has,
     "not in every run" for one only some members have (e.g. a time to fit never reached)."""
     metric = entry.get("metrics", {}).get(key)
     if metric is None:
         return "not in every run" if key in entry.get("incomplete", []) else fmt(None)
-    return fmt_interval(metric["mean"], metric.get("ci95"))
+    return write.interval(metric["mean"], metric.get("ci95"))
 
 
-def fmt_interval(mean: float, ci95: list[float] | None) -> str:
-    """``0.740 ± 0.099``: the mean and the half-width of its interval, both to the half-width's
-    second significant digit; the mean alone (as ``fmt`` writes it) with no interval or a zero
-    one (every seed gave the same value, up to float rounding)."""
-    if isinstance(mean, float) and mean.is_integer() and abs(mean) < 1e15:
-        mean_text = fmt(int(mean))
-    else:
-        mean_text = fmt(mean)
-    if ci95 is None or None in ci95:
-        return mean_text
-    half = (ci95[1] - ci95[0]) / 2
-    if not math.isfinite(half):
-        return f"{mean_text} ± {half}"
-    if half <= 1e-12 * max(abs(mean), 1.0):  # equal in every seed, up to float rounding
-        return mean_text
-    if abs(mean) >= 1e5 or (abs(mean) < 1e-3 and mean != 0):
-        return f"{mean:.2e} ± {half:.1e}"
-    decimals = max(0, 1 - math.floor(math.log10(half)))
-    if decimals > 8:
-        return f"{mean:.2e} ± {half:.1e}"
-    return f"{mean:,.{decimals}f} ± {half:,.{decimals}f}"
+# -- numbers as a reader wants them ------------------------------------------------------------
+FRACTION_WORDS = {"acc", "accuracy", "gap", "fraction", "barrier", "cka", "cos"}  # in [-1, 1]
+SECONDS_WORDS = {"seconds", "s", "sec", "time"}  # as a key's last word: time_to_fit is epochs
 
 
-def fmt(value: Any) -> str:
-    """A number as a reader wants it in a table: 0.9234, 1.2e-05, 12,345, "—" for none."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")) or value == 0:
+@dataclass(frozen=True)
+class NumberFormat:
+    """How one column's numbers are written. ``kind``: ``fraction`` (3 decimals), ``seconds``
+    (1 decimal), ``count`` (an integer, thousands separated), ``real`` (``decimals`` decimals),
+    ``sci`` (3 significant digits, an exponent), ``given`` (a setting: as it was typed)."""
+
+    kind: str
+    decimals: int = 3
+
+    def __call__(self, value: Any) -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, dict):
+            return "; ".join(f"{k}: {_fmt_short(v)}" for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(_fmt_short, value))
+        if not isinstance(value, (int, float)):
             return str(value)
-        return f"{value:.2e}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4g}"
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_fmt_short(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(_fmt_short, value))
-    return str(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if self.kind == "given":
+            return f"{value:,}" if isinstance(value, int) else _shortest(value)
+        if self.kind == "fraction":
+            return f"{value:.3f}"
+        if self.kind == "seconds":
+            return f"{value:,.1f}"
+        if self.kind == "count":
+            return f"{round(value):,}"
+        if self.kind == "sci":
+            return f"{value:.2e}"
+        return f"{value:,.{self.decimals}f}"
+
+    def interval(self, mean: float, ci95: list[float] | None) -> str:
+        """``0.740 ± 0.099``: the mean and the half-width of its interval, both at the column's
+        precision (accuracies 3 decimals, seconds 1), else both to the half-width's second
+        significant digit; the mean alone with no interval or a zero one (every seed gave the
+        same value, up to float rounding)."""
+        integral = isinstance(mean, float) and mean.is_integer() and abs(mean) < 1e15
+        mean_text = self(int(mean) if integral and self.kind == "count" else mean)
+        if ci95 is None or None in ci95:
+            return mean_text
+        half = (ci95[1] - ci95[0]) / 2
+        if not math.isfinite(half):
+            return f"{mean_text} ± {half}"
+        if half <= 1e-12 * max(abs(mean), 1.0):  # equal in every seed, up to float rounding
+            return mean_text
+        if self.kind in ("fraction", "seconds"):
+            return f"{mean_text} ± {self(half)}"
+        if abs(mean) >= 1e5 or (abs(mean) < 1e-3 and mean != 0):
+            return f"{mean:.2e} ± {half:.1e}"
+        decimals = max(0, 1 - math.floor(math.log10(half)))
+        if decimals > 8:
+            return f"{mean:.2e} ± {half:.1e}"
+        return f"{mean:,.{decimals}f} ± {half:,.{decimals}f}"
+
+
+def number_format(key: str | None, values: Iterable[Any] = ()) -> NumberFormat:
+    """The one place a column's precision is decided, from its dotted key into summary.json and
+    the values it holds, so a column never shows 0.9756 above 1 or 0.0 beside 1.000:
+
+    - accuracies, gaps, fractions, barriers, similarities (a word of the key: ``acc``, ``gap``,
+      ``fraction``, ...; every value in [-1, 1]): 3 decimals (``0.976``, ``-0.007``, ``1.000``);
+    - seconds (the key's last word ``seconds``, ``s``, ``time``): 1 decimal (``17.2``);
+    - counts (every value a whole number, as a mean of equal counts is): thousands separated
+      (``99,210``);
+    - other reals: one number of decimals for the column, 3 significant digits of its smallest
+      nonzero value (``2.648``, ``2.500``); with an exponent (``2.70e-13``) when that value is
+      below 0.001, the largest is 1e6 or more, or they span more than 4 decades;
+    - no key (a setting, as typed): ``0.005``, ``1.0``, ``64``.
+    """
+    if key is None:
+        return NumberFormat("given")
+    words = {w for part in key.lower().split(".") for w in part.split("_")}
+    last = key.lower().split(".")[-1].split("_")[-1]
+    numbers = [
+        v
+        for v in values
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    if last in SECONDS_WORDS:
+        return NumberFormat("seconds", 1)
+    if words & FRACTION_WORDS and all(-1 <= v <= 1 for v in numbers):
+        return NumberFormat("fraction", 3)
+    if all(isinstance(v, int) or v.is_integer() for v in numbers):  # a mean of counts too
+        return NumberFormat("count", 0)
+    sizes = [abs(v) for v in numbers if v != 0]
+    if not sizes:
+        return NumberFormat("real", 1)
+    low, high = min(sizes), max(sizes)
+    if low < 1e-3 or high >= 1e6 or high / low > 1e4:
+        return NumberFormat("sci")
+    return NumberFormat("real", max(0, 2 - math.floor(math.log10(low))))
+
+
+def fmt(value: Any, key: str | None = None) -> str:
+    """A value as the report writes it in the column of ``key`` (``number_format``): 0.976,
+    17.2, 99,210, "—" for none; without a key, as typed (a setting)."""
+    return number_format(key, [value])(value)
+
+
+def fmt_interval(mean: float, ci95: list[float] | None, key: str | None = "") -> str:
+    """A mean ± the half-width of its interval in the column of ``key`` (``number_format``;
+    ``NumberFormat.interval``)."""
+    return number_format(key, [mean]).interval(mean, ci95)
+
+
+def _shortest(value: float) -> str:
+    """A float as typed: the shortest text that reads back to it (0.005, 1.0, 1e-05)."""
+    text = repr(value)
+    return text if len(text) <= 10 else f"{value:.4g}"
 
 
 def _fmt_short(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={fmt(v)}" for k, v in value.items())
     return fmt(value)
+
+
+def pretty(obj: Any) -> str:
+    """A JSON object as the details blocks show it: indented, keys sorted, floats rounded to 4
+    significant digits for reading (the file keeps full precision)."""
+    return json.dumps(_rounded(obj), indent=2, sort_keys=True, default=str)
+
+
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isfinite(obj):
+        return float(f"{obj:.4g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_rounded(v) for v in obj]
+    return obj
 
 
 def _lookup(summary: dict[str, Any] | None, dotted: str) -> Any:
@@ -590,9 +814,30 @@ def _pngs(folder: Path) -> list[Path]:
 
 def _figure(path: Path) -> Figure:
     blob = path.read_bytes()
-    width, height = struct.unpack(">II", blob[16:24]) if blob[12:16] == b"IHDR" else (0, 1)
     data = base64.b64encode(blob).decode("ascii")
-    return Figure(path.name, f"data:image/png;base64,{data}", wide=width > 1.8 * height)
+    return Figure(path.name, f"data:image/png;base64,{data}", width=_css_width(blob))
+
+
+def _css_width(png: bytes) -> int:
+    """A PNG's width in CSS px (96 per inch) from its pixel width and the resolution its pHYs
+    chunk records (matplotlib writes the dpi it saved at; genlab's ``DPI`` when none): shown
+    no wider, a figure's text is never blown up past its font size. 0 for what is not a PNG."""
+    if png[12:16] != b"IHDR":
+        return 0
+    (pixels,) = struct.unpack(">I", png[16:20])
+    dpi = float(DPI)
+    at = 8
+    while at + 8 <= len(png):  # the chunks: length, type, data, CRC; pHYs comes before IDAT
+        length, kind = struct.unpack(">I4s", png[at : at + 8])
+        if kind == b"pHYs" and length == 9:
+            per_unit, _, unit = struct.unpack(">IIB", png[at + 8 : at + 17])
+            if unit == 1 and per_unit > 0:  # per metre
+                dpi = per_unit * 0.0254
+            break
+        if kind == b"IDAT":
+            break
+        at += 12 + length
+    return round(pixels * 96 / dpi)
 
 
 def _files(path: Path) -> list[tuple[str, int]]:

@@ -14,7 +14,17 @@ import numpy as np
 
 from genlab.fileio import read_json
 from genlab.models import linear as lin
-from genlab.reporting.plotting import OKABE_ITO, pyplot, read_metrics, save
+from genlab.reporting.plotting import (
+    OKABE_ITO,
+    SMALL_PT,
+    clauses,
+    group_runs,
+    legend_below,
+    legend_right,
+    pyplot,
+    read_metrics,
+    save,
+)
 from genlab.runs import ARRAYS, CONFIG, DOUBLE_DESCENT, FIGURES, RIDGE, SUMMARY, SWEEP
 
 TITLE = "Over-parametrized linear regression"
@@ -29,6 +39,7 @@ KEY_NUMBERS: list[tuple[str, str]] = [  # (column heading, dotted key into summa
     ("KS to Marchenko-Pastur", "ks_marchenko_pastur"),
     ("seconds", "seconds"),
 ]
+MIN_NORM = r"min-norm solution $\hat\beta = X^+y$"  # the dashed reference in sgd_curves.png
 COLORS = {
     "sgd": OKABE_ITO[0],
     "gd": OKABE_ITO[1],
@@ -46,7 +57,10 @@ def plot_run(run_dir: Path) -> list[Path]:
     summary = read_json(run_dir / SUMMARY)
     cfg = read_json(run_dir / CONFIG)["config"]
     out = run_dir / FIGURES
-    title = f"{summary['data']} design, n={summary['n']}, p={summary['p']} (gamma={summary['gamma']:.3g})"
+    title = (
+        f"{summary['data']} design, $n$ = {summary['n']}, $p$ = {summary['p']} "
+        f"($\\gamma = p/n$ = {summary['gamma']:.3g})"
+    )
     files = [plot_spectrum(run_dir, summary, title, out), plot_curves(run_dir, summary, title, out)]
     if (run_dir / RIDGE).exists():
         files.append(plot_ridge(read_json(run_dir / RIDGE), summary, title, out))
@@ -76,7 +90,7 @@ def plot_spectrum(run_dir: Path, summary: dict[str, Any], title: str, out: Path)
         density=True,
         color=COLORS["spectrum"],
         alpha=0.7,
-        label=f"nonzero eigenvalues of X^T X / n ({eig.size})",
+        label=f"nonzero eigenvalues of $X^\\top X/n$ ({eig.size})",
     )
     grid = np.linspace(max(lo, 1e-9), hi, 400)
     mass = lin.mp_mass(gamma)
@@ -85,21 +99,21 @@ def plot_spectrum(run_dir: Path, summary: dict[str, Any], title: str, out: Path)
         lin.mp_density(grid, gamma) / mass,
         color=COLORS["theory"],
         lw=2,
-        label=f"Marchenko-Pastur, gamma={gamma:.3g} (continuous part / {mass:.3g})",
+        label=f"Marchenko–Pastur, $\\gamma$ = {gamma:.3g} (continuous part / {mass:.3g})",
     )
     zeros = summary["p"] - summary["rank"]
     note = f"KS distance {summary['ks_marchenko_pastur']:.4f}"
     if zeros:
         note += f"\n{zeros} zero eigenvalues (mass {zeros / summary['p']:.3g}; MP: {max(0.0, 1 - 1 / gamma):.3g})"
-    ax.text(0.97, 0.95, note, transform=ax.transAxes, ha="right", va="top", fontsize=8)
     ax.set(
         xlabel="eigenvalue",
         ylabel="density (nonzero part, area 1)",
-        title=f"Spectrum of X^T X / n\n{title}",
+        title=f"Spectrum of $X^\\top X/n$\n{title}",
     )
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center right")
+    # the note heads the legend, beside the axes: nothing is written over the histogram
+    legend_right(ax, title=note, title_fontsize=SMALL_PT, alignment="left")
     return save(fig, out / "spectrum.png")
 
 
@@ -110,11 +124,10 @@ def plot_curves(run_dir: Path, summary: dict[str, Any], title: str, out: Path) -
         return None
     epochs = np.array([m["epoch"] for m in metrics])
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
-    fig.subplots_adjust(wspace=0.32)
     panels = [
-        ("train_mse", "train MSE", summary["train_mse_min_norm"], "min-norm X^+ y"),
-        ("dist_to_min_norm", "|b_t - b_min-norm|", None, None),
-        ("norm", "|b_t|", summary["min_norm"], "|X^+ y|"),
+        ("train_mse", "train MSE", summary["train_mse_min_norm"], MIN_NORM),
+        ("dist_to_min_norm", r"$\|\beta_t - \hat\beta\|$", None, None),
+        ("norm", r"$\|\beta_t\|$", summary["min_norm"], MIN_NORM),
     ]
     for ax, (key, label, ref, ref_label) in zip(axes, panels, strict=True):
         for name in ("sgd", "gd"):
@@ -138,12 +151,13 @@ def plot_curves(run_dir: Path, summary: dict[str, Any], title: str, out: Path) -
             ax.axhline(ref, color=COLORS["min_norm"], ls="--", lw=1, label=ref_label)
         ax.set(xlabel="epoch", ylabel=label, yscale="log")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
     fig.suptitle(
-        f"GD and SGD from zero (lambda_min+ = {summary['lambda_min_nonzero']:.3g}, "
+        f"GD and SGD from zero ($\\lambda_{{\\min}}^{{+}}$ = {summary['lambda_min_nonzero']:.3g}, "
         f"cond on the row space {summary['cond_nonnull']:.1f})\n{title}",
         fontsize=9,
     )
+    fig.tight_layout()
+    legend_below(fig, ncol=4)
     return save(fig, out / "sgd_curves.png")
 
 
@@ -182,13 +196,14 @@ def plot_ridge(ridge: dict[str, Any], summary: dict[str, Any], title: str, out: 
         )
     ax.set(
         xscale="log",
-        xlabel="lambda (ridge penalty on |b|^2, loss |Xb - y|^2 / n)",
+        xlabel=r"$\lambda$ (ridge loss $\|X\beta - y\|^2/n + \lambda\|\beta\|^2$)",
         ylabel="test MSE",
-        title=f"Ridge path: ridge -> min-norm as lambda -> 0\n{title}",
+        title=f"Ridge path: ridge → min-norm as $\\lambda \\to 0$\n{title}",
     )
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    fig.tight_layout()
+    legend_below(fig, ncol=3)
     return save(fig, out / "ridge_path.png")
 
 
@@ -206,7 +221,7 @@ def plot_double_descent(sweep: dict[str, Any], cfg: dict[str, Any], out: Path) -
         ms=3,
         capsize=2,
         lw=1,
-        label=f"min-norm, measured (mean +- std over {sweep['seeds']} seeds)",
+        label=f"min-norm, measured (mean ± std over {sweep['seeds']} seeds)",
     )
     fine = np.geomspace(gamma.min(), gamma.max(), 800)
     fine = fine[np.abs(fine - 1) > 1e-3]
@@ -226,11 +241,87 @@ def plot_double_descent(sweep: dict[str, Any], cfg: dict[str, Any], out: Path) -
         xscale="log",
         yscale="log",
         ylim=(0.8 * sweep["sigma"] ** 2 if sweep["sigma"] > 0 else None, top),
-        xlabel="gamma = p / n",
+        xlabel=r"$\gamma = p/n$",
         ylabel="test MSE (expected, fresh test point)",
-        title=f"Double descent of min-norm least squares: n={sweep['n']}, r={sweep['r']}, sigma={sweep['sigma']}",
+        title=f"Double descent of min-norm least squares: $n$ = {sweep['n']}, "
+        f"$r$ = {sweep['r']}, $\\sigma$ = {sweep['sigma']}",
     )
+    if np.nanmax(theory) > top:  # the theory's peak (infinite at gamma = 1) is cut at the top
+        ax.plot(1, top, marker="^", color=COLORS["theory"], ms=7, clip_on=False, zorder=5)
+        ax.annotate(
+            f"theory clipped at {top:.3g} (→ ∞ as $\\gamma \\to 1$)",
+            xy=(1, top),
+            xytext=(0.03, 0.96),  # the empty top left: the curve is low there
+            textcoords="axes fraction",
+            ha="left",
+            va="top",
+            fontsize=SMALL_PT,
+            color=COLORS["theory"],
+            arrowprops={"arrowstyle": "->", "color": COLORS["theory"], "lw": 0.8},
+        )
+    _plain_log_ticks(ax)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    fig.tight_layout()
+    legend_below(fig, ncol=1)
     return save(fig, out / "double_descent.png")
+
+
+# -- the report: its summary sentence and its runs in one figure -----------------------------------
+def finding(run_dirs: list[Path]) -> str | None:
+    """The report's sentence on these runs: per run its γ = p/n, the min-norm solution's test
+    risk against Hastie et al.'s, how close SGD from zero came to it, and where its
+    double-descent sweep peaked; None before any run finished."""
+    parts = []
+    for run_dir in (d for d in map(Path, run_dirs) if (d / SUMMARY).exists()):
+        s = read_json(run_dir / SUMMARY)
+        part = (
+            f"γ = p/n = {s['gamma']:.3g} (n = {s['n']:,}): the min-norm solution X⁺y has test "
+            f"MSE {s['test_mse_min_norm']:.3g} (theory {s['test_mse_theory']:.3g}), and SGD "
+            f"from zero ends {s['sgd_final_dist_to_min_norm']:.2g} from it"
+        )
+        if s.get("sweep"):
+            peak = max(s["sweep"], key=lambda row: row["test_mse_mean"])
+            part += (
+                f"; the double-descent sweep peaks at γ = {peak['gamma']:.3g} "
+                f"(test MSE {peak['test_mse_mean']:.3g})"
+            )
+        parts.append(part)
+    return clauses(parts, most=3)
+
+
+def compare(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """linreg_double_descent.png in ``out_dir``: the double-descent sweeps of two or more runs
+    (measured test MSE of the min-norm solution against γ) on one pair of axes."""
+    runs = [Path(d) for d in run_dirs if (Path(d) / DOUBLE_DESCENT).exists()]
+    if len(runs) < 2:
+        return []
+    labels = {g.run_dirs[0]: g.label for g in group_runs(runs)}
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, run_dir in enumerate(runs):
+        sweep = read_json(run_dir / DOUBLE_DESCENT)
+        ax.plot(
+            sweep["gamma"],
+            sweep["test_mse_mean"],
+            color=OKABE_ITO[k % len(OKABE_ITO)],
+            marker="o",
+            ms=3,
+            label=labels.get(run_dir, run_dir.name),
+        )
+    ax.axvline(1.0, color="0.6", ls=":", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel=r"$\gamma = p/n$", ylabel="test MSE (min-norm)")
+    _plain_log_ticks(ax)
+    ax.set_title("Double descent of each run (mean over its seeds)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    legend_right(ax)
+    return [save(fig, Path(out_dir) / "linreg_double_descent.png")]
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Tick labels on a log y axis as plain numbers (2, 3, 6), not as 6×10⁰."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)

@@ -33,6 +33,8 @@ OKABE_ITO = (
 )
 DPI = 200
 BAND_NOTE = "line: mean over seeds; band: 95% Student-t interval"
+TEXT_PT = 9  # titles and notes of every figure
+SMALL_PT = 8  # the smallest text of any figure: legends, numbers in heat maps, annotations
 
 
 def color(k: int) -> str:
@@ -50,7 +52,9 @@ def pyplot() -> Any:
 
 
 def save(fig: Any, path: Path) -> Path:
-    """Write ``fig`` to ``path`` as PNG (atomically) and close it."""
+    """Write ``fig`` to ``path`` as PNG (atomically) and close it. The file is cut to what the
+    figure draws (``bbox_inches="tight"``): a legend placed outside the axes (``legend_right``,
+    ``legend_below``) is in it, and nothing is cut off."""
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight"))
     pyplot().close(fig)
     return Path(path)
@@ -78,6 +82,34 @@ def slug(label: str) -> str:
     return re.sub(r"[^\w.-]+", "_", label.replace("=", "")).strip("_") or "all"
 
 
+def legend_right(ax: Any, *args: Any, **kwargs: Any) -> Any:
+    """``ax.legend(*args)`` outside the axes, to their right, top-aligned: it never covers the
+    data, whatever the data are (the rightmost axes of a figure only)."""
+    kwargs = {"fontsize": SMALL_PT, "frameon": False, **kwargs}
+    return ax.legend(*args, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
+
+
+def legend_below(fig: Any, handles: Any = None, labels: Any = None, *, ncol: int = 3) -> Any:
+    """One legend for the whole figure, below it (outside every axes): by default each label
+    of any of its axes once, in the order first drawn. Lay the figure out first
+    (``fig.tight_layout()``), so the axes' labels sit above the figure's bottom edge."""
+    if handles is None:
+        found: dict[str, Any] = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                found.setdefault(label, handle)
+        handles, labels = list(found.values()), list(found)
+    return fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=max(1, min(ncol, len(labels))),
+        fontsize=SMALL_PT,
+        frameon=False,
+    )
+
+
 def integer_ticks(ax: Any) -> None:
     """Whole numbers only on the x axis (epochs)."""
     from matplotlib.ticker import MaxNLocator
@@ -94,7 +126,7 @@ def annotated_heatmap(ax: Any, grid: Any, **imshow: Any) -> Any:
     for (i, j), value in np.ndenumerate(grid):
         if not np.isnan(value):
             text = "white" if value < 0.6 else "black"
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=text)
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=SMALL_PT, color=text)
     return image
 
 
@@ -234,6 +266,23 @@ def errorbar_args(intervals: Sequence[tuple[float, float | None]]) -> dict[str, 
     return {"y": means, "yerr": half if any(h is not None for _, h in intervals) else None}
 
 
+def mean_of(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are present (None when none is): a number of the report's
+    sentences, over a setting's seeds."""
+    present = [v for v in values if _present(v)]
+    return sum(present) / len(present) if present else None
+
+
+def clauses(parts: Sequence[str], most: int = 4) -> str | None:
+    """A report sentence from clauses: joined by semicolons, the first ``most`` of them (and
+    how many more there are), ending in a full stop; None for no clause."""
+    if not parts:
+        return None
+    shown = "; ".join(parts[:most])
+    more = len(parts) - most
+    return shown + (f"; and {more} more setting{'s' if more > 1 else ''}." if more > 0 else ".")
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -242,10 +291,13 @@ __all__ = [
     "BAND_NOTE",
     "DPI",
     "OKABE_ITO",
+    "SMALL_PT",
+    "TEXT_PT",
     "Band",
     "Group",
     "annotated_heatmap",
     "band",
+    "clauses",
     "band_stats",
     "by_epoch",
     "color",
@@ -254,6 +306,9 @@ __all__ = [
     "integer_ticks",
     "interval_of",
     "is_number",
+    "legend_below",
+    "legend_right",
+    "mean_of",
     "n_label",
     "pyplot",
     "read_metrics",

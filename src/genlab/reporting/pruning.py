@@ -20,8 +20,10 @@ from genlab.reporting.plotting import (
     BAND_NOTE,
     OKABE_ITO,
     band,
+    clauses,
     color,
     group_runs,
+    legend_below,
     pyplot,
     save,
 )
@@ -130,16 +132,6 @@ def plot_run(run_dir: Path) -> list[Path]:
         )
         ax.set_title(title, fontsize=FONT + 1)
     axes[0].set_ylabel("accuracy", fontsize=FONT)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-        ncol=2,
-        fontsize=FONT,
-        frameon=False,
-    )
     fig.suptitle(
         f"Conv-4 width {cfg['width']} on {Path(str(cfg['dataset'])).name}, p={cfg['label_noise']}; "
         f"{cfg['rounds']} rounds of {cfg['prune_fraction']:g}, rewound to epoch {cfg['rewind_epoch']}; "
@@ -147,6 +139,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         fontsize=FONT + 1,
     )
     fig.tight_layout()
+    legend_below(fig, ncol=2)
     return [save(fig, run_dir / FIGURES / "pruning.png")]
 
 
@@ -176,19 +169,33 @@ def plot_sweep(sweep_dir: Path, run_dirs: list[Path]) -> list[Path]:
         _axes_style(ax, dense_counts, threshold if key == "train_fitted_acc" else None, ticks)
         ax.set_title(title, fontsize=FONT + 1)
     axes[0].set_ylabel("accuracy", fontsize=FONT)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="upper center",
-        bbox_to_anchor=(0.5, 0.0),
-        ncol=2,
-        fontsize=FONT,
-        frameon=False,
-    )
     fig.suptitle(
         f"Pruning, lottery (solid) vs random (dashed); {BAND_NOTE}; dense count dotted",
         fontsize=FONT + 1,
     )
     fig.tight_layout()
+    legend_below(fig, ncol=2)
     return [save(fig, Path(sweep_dir) / FIGURES / "pruning_sweep.png")]
+
+
+# -- the report: its summary sentence -------------------------------------------------------------
+def finding(run_dirs: list[Path]) -> str | None:
+    """The report's sentence on these runs: per run, the fewest weights with which the lottery
+    (magnitude) masks and the random control still fitted the training labels; None before
+    any run finished."""
+    parts = []
+    for run_dir in (d for d in map(Path, run_dirs) if (d / SUMMARY).exists()):
+        s = read_json(run_dir / SUMMARY)
+        fits = []
+        for kind in ("lottery", "random"):
+            remaining = s["smallest_fitting"][kind]["remaining"]
+            fits.append(
+                f"{kind} masks fitted with {remaining:,} of {s['prunable_weights']:,} weights"
+                if remaining is not None
+                else f"{kind} masks fitted in no round"
+            )
+        parts.append(
+            f"p = {s['label_noise']} (fit: train accuracy ≥ {s['fit_threshold']:g}): "
+            + ", ".join(fits)
+        )
+    return clauses(parts, most=3)

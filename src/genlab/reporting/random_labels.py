@@ -26,9 +26,13 @@ from genlab.reporting.plotting import (
     Group,
     band,
     by_epoch,
+    clauses,
     color,
     group_runs,
     integer_ticks,
+    legend_below,
+    legend_right,
+    mean_of,
     pyplot,
     read_metrics,
     read_run,
@@ -114,7 +118,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     views += [
         v
         for v, n in (("train_noisy", dataset["num_noisy"]), ("train_clean", dataset["num_clean"]))
-        if n
+        if n and dataset["num_noisy"]  # none changed: the unchanged labels are the true ones
     ]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     ax_loss.plot(
@@ -132,9 +136,12 @@ def plot_run(run_dir: Path) -> list[Path]:
         label=SUBSET_LABELS["train"],
     )
     for v in views:
+        label = SUBSET_LABELS[v]
+        if v == "train_true" and not dataset["num_noisy"]:
+            label += " (= unchanged: no label changed)"
         style = {
             "color": SUBSET_COLORS[v],
-            "label": SUBSET_LABELS[v],
+            "label": label,
             "ls": "--" if v == "train_true" else "-",
         }
         ax_loss.plot(epochs, [m[f"{v}_loss"] for m in metrics], **style)
@@ -143,7 +150,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax_acc.set(xlabel="epoch", ylabel="accuracy (fraction correct)", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=7)
+    legend_right(ax_acc)
     fig.suptitle(title, fontsize=9)
     return [save(fig, run_dir / FIGURES / "curves.png")]
 
@@ -212,9 +219,14 @@ def curves_figure(groups: list[Group], title: str) -> Any | None:
         nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows), squeeze=False, sharey=True
     )
     for ax, (group, runs) in zip(axes.flat, curves, strict=False):
+        drawn = {key: by_epoch(runs, lambda r, k=key: r.get(k)) for key, *_ in CURVES}
+        same = _same(drawn["fitted"], drawn["train_true_acc"])  # no label changed: one curve
         for key, c, label, ls in CURVES:
-            x, rows = by_epoch(runs, lambda r, k=key: r.get(k))
-            band(ax, x, rows, c, label, ls=ls)
+            if same and key == "train_true_acc":
+                continue
+            if same and key == "fitted":
+                label = "train, fitted labels = true labels (none changed)"
+            band(ax, *drawn[key], c, label, ls=ls)
         p = _p(group)
         ax.set(xlabel="epoch", ylim=(0, 1.02), title="" if p is None else f"label noise p = {p}")
         ax.grid(alpha=0.3)
@@ -227,10 +239,20 @@ def curves_figure(groups: list[Group], title: str) -> Any | None:
     fig.suptitle(
         f"{shared}{'' if title == 'all members' else '; ' + title}\n{BAND_NOTE}", fontsize=9
     )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout()
+    legend_below(fig, ncol=2)
     return fig
+
+
+def _same(a: tuple[list[int], list[list[Any]]], b: tuple[list[int], list[list[Any]]]) -> bool:
+    """Whether two ``by_epoch`` results are one curve (equal up to rounding, None alike)."""
+    (xa, rows_a), (xb, rows_b) = a, b
+    if xa != xb or [len(r) for r in rows_a] != [len(r) for r in rows_b]:
+        return False
+    cells = [
+        (u, v) for ra, rb in zip(rows_a, rows_b, strict=True) for u, v in zip(ra, rb, strict=True)
+    ]
+    return all(u is v is None or (None not in (u, v) and math.isclose(u, v)) for u, v in cells)
 
 
 def _describe(run_dir: Path) -> str:
@@ -296,9 +318,6 @@ def plot_grid(run_dirs: list[Path], out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
         for ax in axes[1]:
             ax.set_xlabel("epoch")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        unique = dict(zip(labels, handles, strict=True))  # one entry per p, not per seed
-        axes[0, 0].legend(unique.values(), unique.keys())
         g = group[0]
         params, note = g["summary"].get("params"), regime_note(g["summary"])
         fig.suptitle(
@@ -309,6 +328,8 @@ def plot_grid(run_dirs: list[Path], out: Path) -> list[Path]:
             + (f"\n{note}" if note else ""),
             fontsize=9,
         )
+        fig.tight_layout()
+        legend_below(fig, ncol=5)  # one entry per p, not per seed
         files.append(save(fig, Path(out) / f"curves_w{width}_{opt}_lr{lr}.png"))
 
     done = [r for r in runs if r["summary"]]
@@ -345,6 +366,60 @@ def plot_grid(run_dirs: list[Path], out: Path) -> list[Path]:
             title="Time to fit against label noise",
         )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        legend_right(ax)
         files.append(save(fig, Path(out) / "time_to_fit.png"))
     return files
+
+
+# -- the report: its summary sentence and its runs in one figure -----------------------------------
+def _who(group: Group, groups: list[Group]) -> str:
+    if len(groups) == 1:
+        return _describe(group.run_dirs[0]).split(";")[0]
+    return group.label.replace("label_noise=", "p = ")
+
+
+def finding(run_dirs: list[Path]) -> str | None:
+    """The report's sentence on these runs: per setting (e.g. per label noise p), the final
+    train accuracy on the labels it was fitted to and the test accuracy (means over seeds),
+    against chance; None before any run finished."""
+    done = [d for d in map(Path, run_dirs) if (d / SUMMARY).exists()]
+    groups = sorted(group_runs(done), key=lambda g: _p(g) or 0.0)
+    if not groups:
+        return None
+    parts = []
+    for g in groups:
+        summaries = [read_json(d / SUMMARY) for d in g.run_dirs]
+        fitted = mean_of(s.get("final_train_fitted_acc") for s in summaries)
+        test = mean_of(s["final_acc"].get("test") for s in summaries)
+        seeds = f" (mean of {len(summaries)} seeds)" if len(summaries) > 1 else ""
+        parts.append(
+            f"{_who(g, groups)}: train accuracy {fitted:.2f} on the labels it fitted, "
+            f"test {test:.2f}{seeds}"
+        )
+    chance = 1 / len(read_json(done[0] / DATASET)["classes"])
+    return clauses([*parts, f"chance is {chance:.2f}"], most=len(parts) + 1)
+
+
+def compare(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """random_labels_fitted.png in ``out_dir``: train accuracy on the fitted labels per epoch of
+    every setting among the runs (mean over seeds, 95% band), when there are two or more."""
+    groups = sorted(
+        group_runs([d for d in map(Path, run_dirs) if (d / DATASET).exists()]),
+        key=lambda g: _p(g) or 0.0,
+    )
+    curves = [(g, [c for c in map(_curves, g.run_dirs) if c]) for g in groups]
+    curves = [(g, runs) for g, runs in curves if runs]
+    if len(curves) < 2:
+        return []
+    only_p = all(set(g.settings) == {"label_noise"} for g, _ in curves)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, (g, runs) in enumerate(curves):
+        c = _noise_color(_p(g) or 0.0) if only_p else color(k)
+        band(ax, *by_epoch(runs, lambda r: r.get("fitted")), c, _who(g, groups))
+    ax.set(xlabel="epoch", ylabel="train accuracy, fitted labels", ylim=(0, 1.02))
+    ax.set_title(f"Fitting the training labels ({BAND_NOTE})", fontsize=9)
+    ax.grid(alpha=0.3)
+    integer_ticks(ax)
+    legend_right(ax)
+    return [save(fig, Path(out_dir) / "random_labels_fitted.png")]

@@ -23,16 +23,21 @@ from genlab.fileio import atomic_write, read_json, write_json
 from genlab.reporting.plotting import (
     BAND_NOTE,
     OKABE_ITO,
+    SMALL_PT,
     Group,
     annotated_heatmap,
     band,
     by_epoch,
+    clauses,
     color,
     errorbar_args,
     group_runs,
     integer_ticks,
     interval_of,
     is_number,
+    legend_below,
+    legend_right,
+    mean_of,
     n_label,
     pyplot,
     read_metrics,
@@ -110,25 +115,10 @@ def _plot_curves(run_dir: Path) -> list[Path]:
     ax.set(xlabel="epoch", ylabel="accuracy (fraction correct)", ylim=(0, 1.02), title=title)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    legend_right(ax)
     files.append(save(fig, out / "accuracy.png"))
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for k, name in enumerate(classes):
-        ax.plot(epochs, [m["test_per_class_acc"][k] for m in metrics], color=color(k), label=name)
-        ax.plot(
-            epochs, [m["test_vflip_per_class_acc"][k] for m in metrics], color=color(k), ls="--"
-        )
-    ax.set(
-        xlabel="epoch",
-        ylabel="accuracy (fraction correct)",
-        ylim=(0, 1.02),
-        title=f"Per-class accuracy: solid = test, dashed = flipped test\n{title}",
-    )
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=2, fontsize=7, loc="lower right")
-    files.append(save(fig, out / "per_class_accuracy.png"))
+    files.append(save(_per_class_curves(classes, metrics, title), out / "per_class_accuracy.png"))
 
     if (run_dir / SUMMARY).exists():
         summary = read_json(run_dir / SUMMARY)
@@ -144,6 +134,41 @@ def _plot_curves(run_dir: Path) -> list[Path]:
         ax.set_title(f"Final per-class accuracy\n{title}", fontsize=9)
         files.append(save(fig, out / "per_class_bars.png"))
     return files
+
+
+def _per_class_curves(classes: list[str], metrics: list[dict[str, Any]], title: str) -> Any:
+    """Small multiples: one panel per class (shared axes), test solid and flipped test dashed."""
+    plt = pyplot()
+    ncols = min(5, len(classes))
+    nrows = math.ceil(len(classes) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.3 * ncols + 0.6, 1.9 * nrows + 1.0), sharex=True, sharey=True,
+        squeeze=False,
+    )  # fmt: skip
+    epochs = [m["epoch"] for m in metrics]
+    for k, (ax, name) in enumerate(zip(axes.flat, classes, strict=False)):
+        for view, ls in (("test", "-"), ("test_vflip", "--")):
+            ax.plot(
+                epochs,
+                [m[f"{view}_per_class_acc"][k] for m in metrics],
+                color=VIEW_COLORS[view],
+                ls=ls,
+                label=VIEW_LABELS[view],
+            )
+        ax.set_title(f"class {name}", fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        integer_ticks(ax)
+    for ax in list(axes.flat)[len(classes) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle(f"Per-class accuracy (fraction correct)\n{title}", fontsize=9)
+    fig.tight_layout()
+    legend_below(fig, ncol=2)
+    return fig
 
 
 def _class_bars(
@@ -171,14 +196,11 @@ def _class_bars(
         )
     many = len(classes) > 6
     ax.set_xticks(x, classes, rotation=45 if many else 0, ha="right" if many else "center")
-    ax.set(
-        ylim=(0, 1.2 if legend else 1.02),  # headroom: the legend sits above bars that reach 1
-        yticks=np.linspace(0, 1, 6),
-    )
+    ax.set(ylim=(0, 1.02), yticks=np.linspace(0, 1, 6))
     ax.grid(alpha=0.3, axis="y")
     if legend:
         ax.set_ylabel("final accuracy (fraction correct)")
-        ax.legend(loc="upper center", ncol=2, fontsize=8)
+        legend_right(ax)
 
 
 # -- views and invariance -------------------------------------------------------------------------
@@ -278,7 +300,7 @@ def _invariance_figure(run_dirs: list[Path], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
         ax.set_xlabel("layer")
-    axes[1].legend(fontsize=6, loc="lower left")
+    legend_right(axes[1])
     fig.suptitle("Invariance inside the network: solid = linear CKA, dotted = cosine", fontsize=9)
     return save(fig, path)
 
@@ -363,7 +385,7 @@ def plot_compare(run_dirs: list[Path], out: Path) -> list[Path]:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1.02)
-    axes[1].legend(fontsize=7)
+    legend_right(axes[1])
     files.append(save(fig, out / "compare_accuracy.png"))
 
     done = [r for r in rows if "per_class_acc" in r]
@@ -390,7 +412,7 @@ def plot_compare(run_dirs: list[Path], out: Path) -> list[Path]:
             title="Final per-class accuracy on the flipped test set",
         )
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7)
+        legend_right(ax)
         files.append(save(fig, out / "compare_per_class.png"))
     with_inv = [Path(d) for d in run_dirs if (Path(d) / INVARIANCE).exists()]
     if with_inv:
@@ -440,7 +462,7 @@ def accuracy_figure(groups: list[Group]) -> Any | None:
         ax.grid(alpha=0.3)
         integer_ticks(ax)
     axes[0].set_ylabel("accuracy (fraction correct)")
-    axes[1].legend(fontsize=7)
+    legend_right(axes[1])
     fig.suptitle(f"Accuracy per epoch ({BAND_NOTE})", fontsize=9)
     return fig
 
@@ -479,8 +501,7 @@ def per_class_figure(groups: list[Group]) -> Any | None:
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (0.4 + 3.0 * nrows)))  # room for the title
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", ncol=2, fontsize=8, frameon=False)
+    legend_below(fig, ncol=2)
     return fig
 
 
@@ -522,13 +543,13 @@ def comparison_figure(groups: list[Group]) -> Any | None:
             ax.set_xscale("log", base=2)
         ax.set_xticks(x, [f"{v:g}" for v in x])
     else:
-        ax.set_xticks(x, [g.label for g, _ in done], rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(x, [g.label for g, _ in done], rotation=30, ha="right", fontsize=SMALL_PT)
     ax.set(ylabel="final accuracy (fraction correct)", ylim=(0, 1.02))
     ax.set_title(
         "Final accuracy across settings (mean over seeds, 95% Student-t interval)", fontsize=9
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_right(ax)
     return fig
 
 
@@ -539,3 +560,41 @@ def _dodge(x: Any, side: float, *, numeric: bool, log: bool) -> Any:
     if numeric:
         return x + 0.015 * float(x.max() - x.min()) * side
     return x + 0.08 * side  # one tick per setting
+
+
+# -- the report: its summary sentence and its runs in one figure -----------------------------------
+def finding(run_dirs: list[Path]) -> str | None:
+    """The report's sentence on these runs: per setting, final flipped against upright test
+    accuracy (the mean over its seeds), the plain run (no augmentation, no invariance) first;
+    None before any run finished."""
+    groups = group_runs([d for d in map(Path, run_dirs) if (d / SUMMARY).exists()])
+    if not groups:
+        return None
+    groups.sort(key=lambda g: _plain(g.run_dirs[0]), reverse=True)
+    parts = []
+    for k, g in enumerate(groups):
+        summaries = _summaries(g)
+        upright = mean_of(s["final_acc"]["test"] for s in summaries)
+        flipped = mean_of(s["final_acc"]["test_vflip"] for s in summaries)
+        who = _label(g.run_dirs[0]) if len(groups) == 1 else g.label
+        seeds = f" (mean of {len(summaries)} seeds)" if len(summaries) > 1 else ""
+        if k == 0:
+            parts.append(
+                f"{who}: flipped test accuracy {flipped:.2f} against {upright:.2f} upright{seeds}"
+            )
+        else:
+            parts.append(f"{who}: {flipped:.2f} flipped, {upright:.2f} upright{seeds}")
+    return clauses(parts)
+
+
+def _plain(run_dir: Path) -> bool:
+    cfg = read_json(Path(run_dir) / CONFIG)["config"]
+    return cfg.get("augment", "none") == "none" and cfg.get("invariance", "none") == "none"
+
+
+def compare(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """robustness_accuracy.png in ``out_dir``: test and flipped test per epoch of every setting
+    among the runs (mean over seeds, 95% band), when there are two settings or more."""
+    groups = group_runs([d for d in map(Path, run_dirs) if (d / DATASET).exists()])
+    fig = accuracy_figure(groups) if len(groups) > 1 else None
+    return [] if fig is None else [save(fig, Path(out_dir) / "robustness_accuracy.png")]

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from genlab.fileio import read_json
-from genlab.reporting.plotting import annotated_heatmap, color, errorbar_args, pyplot, save, slug
+from genlab.reporting.plotting import (
+    annotated_heatmap,
+    color,
+    errorbar_args,
+    legend_below,
+    pyplot,
+    save,
+    slug,
+)
 from genlab.runs import FIGURES, SIMILARITY
 
 TITLE = "Representational similarity between runs (CKA, PWCCA)"
@@ -213,19 +221,9 @@ def by_layer_figure(results: dict[str, Any]) -> Any | None:
     fig.suptitle(
         f"Similarity between seeds by layer; {_probe_note(results)}\n{PAIR_NOTE}", fontsize=9
     )
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(groups) / 2), 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout()
+    legend_below(fig, ncol=2)
     return fig
-
-
-def _heatmap(ax: Any, grid: Any) -> Any:
-    """``annotated_heatmap`` with its numbers at 8 pt."""
-    before = len(ax.texts)
-    image = annotated_heatmap(ax, grid)
-    for text in ax.texts[before:]:
-        text.set_fontsize(8)
-    return image
 
 
 def layers_figure(results: dict[str, Any], g: int) -> Any:
@@ -237,7 +235,7 @@ def layers_figure(results: dict[str, Any], g: int) -> Any:
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.9), layout="constrained")
     image = None
     for ax, other in zip(axes, (first, second), strict=True):
-        image = _heatmap(ax, cka_block(results, first, other))
+        image = annotated_heatmap(ax, cka_block(results, first, other))
         ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
         ax.set_yticks(range(len(layers)), layers)
         ax.set_xlabel(f"layer of seed {runs[other]['seed']}")

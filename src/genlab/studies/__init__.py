@@ -45,6 +45,8 @@ class Study:
     run: Callable[..., list[dict[str, Any]]]
     reporting: str  # the module (genlab.reporting.<...>) with its figures and key numbers
     trains: bool = False  # trains through genlab.training.fit (epochs, checkpoints, TensorBoard)
+    # writes TensorBoard events (--tensorboard) without training through fit: linreg, its curves
+    events: bool = False
     # setup(cfg, run, runtime, shared) -> a Setup (.member, .prep): a member's model, training
     # view and evaluation views built from its config; with run None it writes nothing, which
     # is how genlab.analysis rebuilds a trained run's data (None: no such member)
@@ -132,6 +134,7 @@ STUDIES: dict[str, Study] = {
         linreg.RUN_ID_KEYS,
         linreg.run,
         "genlab.reporting.linreg",
+        events=True,
     ),
 }
 

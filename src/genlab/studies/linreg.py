@@ -177,7 +177,17 @@ def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return run_each(members, lambda cfg, run: _run(cfg, run, log=rt.log))
+        return run_each(members, lambda cfg, run: _tracked(cfg, run, rt))
+
+
+def _tracked(cfg: Config, run: Run, rt: Runtime) -> dict[str, Any]:
+    """One member, and with ``--tensorboard`` its curves as events once they are written."""
+    result = _run(cfg, run, log=rt.log)
+    if rt.tensorboard:
+        from genlab.export import write_events
+
+        write_events(run.path, run.metrics())
+    return result
 
 
 def _run(cfg: Config, run: Run, *, log: LogFn) -> dict[str, Any]:

@@ -130,6 +130,7 @@ def autocast(precision: str, device: torch.device):
 
 
 WARMUP_STEPS = 3  # eager steps before a capture: optimizer state and library handles exist
+StepFn = Callable[[int, int], None]  # on_step(done, total): steps run of an epoch
 
 
 def cuda_graphs_enabled(device: torch.device) -> bool:
@@ -152,6 +153,7 @@ def run_steps(
     *,
     graph: bool,
     stop: threading.Event | None = None,
+    on_step: StepFn | None = None,
 ) -> None:
     """``step(index)`` for every batch of indices, in order. With ``graph`` (CUDA), the first
     steps run eagerly, then one step is captured as a CUDA graph and replayed for the rest, its
@@ -159,23 +161,30 @@ def run_steps(
     and launching them from Python, not running them, set the pace (benchmarks/). Every step is
     the same computation either way, in the same order; ``step`` must keep its results in
     tensors (no host sync) and draw no random numbers. A set ``stop`` raises ``Stopped``
-    before the next step."""
+    before the next step. ``on_step(done, total)`` is told after each step (a progress bar;
+    on the host, it reads nothing back from the device)."""
 
     def check() -> None:
         if stop is not None and stop.is_set():
             raise Stopped
 
+    def told(done: int) -> None:
+        if on_step is not None:
+            on_step(done, len(batches))
+
     if not graph or len(batches) < 2 * WARMUP_STEPS:  # a capture costs about a step's time
-        for index in batches:
+        for done, index in enumerate(batches, 1):
             check()
             step(index)
+            told(done)
         return
     main = torch.cuda.current_stream()
     side = torch.cuda.Stream()
     side.wait_stream(main)
     with torch.cuda.stream(side):  # warm-up off the capturing stream, as CUDA graphs require
-        for index in batches[:WARMUP_STEPS]:
+        for done, index in enumerate(batches[:WARMUP_STEPS], 1):
             step(index)
+            told(done)
     main.wait_stream(side)
     static_index = batches[WARMUP_STEPS].clone()
     optimizer.zero_grad(set_to_none=True)  # gradients are then allocated in the graph's pool
@@ -189,10 +198,11 @@ def run_steps(
             f"capturing a training step as a CUDA graph failed ({first_line}); "
             "set GENLAB_CUDA_GRAPHS=0 to train without graphs"
         ) from e
-    for index in batches[WARMUP_STEPS:]:
+    for done, index in enumerate(batches[WARMUP_STEPS:], WARMUP_STEPS + 1):
         check()
         static_index.copy_(index)
         graph_.replay()
+        told(done)
     optimizer.zero_grad(set_to_none=True)  # let the graph's memory go with it
 
 
@@ -208,9 +218,10 @@ def train_epoch(
     augment: str = "none",
     precision: str = "fp32",
     stop: threading.Event | None = None,
+    on_step: StepFn | None = None,
 ) -> dict[str, float]:
     """One pass over the data in a seeded order; returns mean train loss and accuracy. A set
-    ``stop`` ends it between two steps (``Stopped``)."""
+    ``stop`` ends it between two steps (``Stopped``); ``on_step`` as ``run_steps``'."""
     model.train()
     device = images.device
     order = torch.randperm(len(images), generator=generator).to(device)
@@ -239,7 +250,7 @@ def train_epoch(
 
     # random flips are drawn on the host; a compiled model is not captured (never measured)
     graph = augment != "random" and not is_compiled(model) and cuda_graphs_enabled(device)
-    run_steps(step, batches, optimizer, graph=graph, stop=stop)
+    run_steps(step, batches, optimizer, graph=graph, stop=stop, on_step=on_step)
     seen = sum(len(index) for index in batches)
     return {"loss": total_loss.item() / seen, "acc": correct.item() / seen}
 

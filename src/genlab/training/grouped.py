@@ -24,6 +24,7 @@ from genlab.models.conv4 import Conv4
 from genlab.models.grouped import GroupedConv4
 from genlab.training.engine import (
     Normalizer,
+    StepFn,
     Stopped,
     autocast,
     cuda_graphs_enabled,
@@ -288,8 +289,15 @@ class Chunk:
         )
 
     def train_epoch(
-        self, epoch: int, precision: str, stop: threading.Event
+        self,
+        epoch: int,
+        precision: str,
+        stop: threading.Event,
+        *,
+        on_step: StepFn | None = None,
     ) -> list[dict[str, float]]:
+        """One epoch of every member; ``on_step`` (a progress bar) is told of each step of a
+        chunk of one member (a grouped chunk trains several runs: no bar is drawn for it)."""
         generators = [epoch_generator(m.spec.seed, epoch) for m in self.members]
         batch_size = self.members[0].spec.batch_size  # one for all: see together_key
         if len(self.members) == 1:
@@ -306,6 +314,7 @@ class Chunk:
                     augment=m.spec.augment,
                     precision=precision,
                     stop=stop,
+                    on_step=on_step,
                 )
             ]
         results = train_epoch_grouped(

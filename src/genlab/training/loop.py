@@ -43,11 +43,12 @@ import torch
 from torch import nn
 
 from genlab.errors import GenlabError
-from genlab.runs import CHECKPOINT, METRICS, PREVIOUS, TENSORBOARD, Damaged, Run
+from genlab.runs import CHECKPOINT, METRICS, PREVIOUS, Damaged, Run
 from genlab.training.engine import (
     LogFn,
     NonFiniteLoss,
     Normalizer,
+    StepFn,
     Timer,
     View,
     check_finite,
@@ -129,14 +130,13 @@ def fit(members: Sequence[Member], rt: Runtime, *, how: Plan | None = None) -> l
                 _save(m, m.spec.start_epoch)
         for m in members:
             if m.run is not None and m.error is None:
-                board = m.run.file(TENSORBOARD) if rt.tensorboard else None
                 progress[id(m)] = EpochProgress(
                     m.run.path.name,
                     m.spec.epochs,
                     m.epoch,
                     rt.log,
                     bar=None if alone else False,
-                    tensorboard=board,
+                    tensorboard=m.run.path if rt.tensorboard else None,
                 )
         for together in _partition(members):
             first = how or plan(together[0].model, rt.device, len(together))
@@ -214,7 +214,11 @@ def _train(
             chunks = [Chunk(cohort[i : i + now.chunk]) for i in range(0, len(cohort), now.chunk)]
         with Timer(rt.device) as t_train:
             trained = in_lanes(
-                [partial(c.train_epoch, epoch, rt.precision) for c in chunks], now.lanes
+                [
+                    partial(c.train_epoch, epoch, rt.precision, on_step=_on_step(c, progress))
+                    for c in chunks
+                ],
+                now.lanes,
             )
         results = [r for chunk in trained for r in chunk]
         sizes = {id(m): len(c.members) for c in chunks for m in c.members}
@@ -240,6 +244,12 @@ def _train(
                 progress[id(m)].update(record, f"[{m.run.path.name}] {line}" if prefix else line)
             m.history.append(record)
             m.epoch = epoch
+
+
+def _on_step(chunk: Chunk, progress: Mapping[int, EpochProgress]) -> StepFn | None:
+    """The in-epoch progress of a chunk of one member whose run draws a bar (None else)."""
+    shown = progress.get(id(chunk.members[0]))
+    return shown.batch if len(chunk.members) == 1 and shown and shown.bar else None
 
 
 def _save(member: Member, epoch: int) -> None:

@@ -1,26 +1,35 @@
-"""Per-epoch progress: a tqdm bar on a terminal, one plain line per epoch otherwise.
+"""Progress: a tqdm bar on a terminal that moves inside each epoch, one plain line per epoch
+otherwise.
 
-The bar (run, epoch n/N, loss, accuracies, time left) is drawn only when the log goes to
-``print`` and both stdout and stderr are terminals; a redirected or captured output (CI logs,
-``> file``, tests) gets the plain lines instead, and a silenced log (``--quiet``) gets nothing.
-With a ``tensorboard`` folder (``--tensorboard``; needs the optional ``tensorboard`` package) the
-record's scalars, under the keys of metrics.jsonl, are also written as TensorBoard events.
+The bar (epoch n/N, the bar, time left, batch i/n of this epoch, then the last epoch's loss, its
+accuracy on each view and on the training set, and the run's name) is drawn only when the log goes to ``print`` and both stdout and stderr are
+terminals; a redirected or captured output (CI logs, ``> file``, tests) gets the plain lines
+instead, and a silenced log (``--quiet``) gets nothing. Within an epoch the bar is told of each
+step (``batch``) on the host, where the training loop already is: nothing is read back from the
+device for it, so the metrics it shows are those of the last finished epoch, and it is drawn at
+most a few times a second. Its pieces are cut to the terminal's width, the most useful first
+(at 80 columns: epoch, bar, time left, batch, loss, test and flipped-test accuracy).
+
+With ``tensorboard`` (the run folder; ``--tensorboard``, needs the optional tensorboard package)
+each record is also written as TensorBoard events under the tags of ``genlab.export``.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from genlab.errors import GenlabError
-
 LogFn = Callable[[str], None]
+REDRAW_S = 0.25  # the bar is drawn at most this often inside an epoch (the last step always)
 
 
 class EpochProgress:
-    """Call ``update(record, line)`` once per epoch and ``close()`` (or use ``with``) at the end."""
+    """Call ``batch(done, total)`` after each training step, ``update(record, line)`` once per
+    epoch and ``close()`` (or use ``with``) at the end."""
 
     def __init__(
         self,
@@ -32,63 +41,90 @@ class EpochProgress:
         bar: bool | None = None,
         file: IO[str] | None = None,
         tensorboard: Path | None = None,
+        columns: int | None = None,
     ) -> None:
         self.log = log
-        self.bar = None
-        self.writer = None
+        self.name = name
+        self.bar: Any = None
+        self.board: Any = None
+        self.epochs, self.done = epochs, done
+        self.metrics: list[str] = []  # the last epoch's, e.g. "loss 0.312", "acc 0.901"
+        self.drawn = 0.0
         if tensorboard is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise GenlabError(
-                    "--tensorboard needs the tensorboard package: pip install 'genlab[tensorboard]'"
-                ) from None
-            self.writer = SummaryWriter(str(tensorboard))
+            from genlab.export import Board
+
+            self.board = Board(tensorboard)
         if bar is None:
             bar = log is print and sys.stdout.isatty() and sys.stderr.isatty()
         if bar:
             from tqdm import tqdm
 
+            self.columns = columns or shutil.get_terminal_size((80, 24)).columns
+            if self.columns < 40:  # a terminal that reports no size: draw for 80 columns
+                self.columns = 80
             self.bar = tqdm(
                 total=epochs,
                 initial=done,
-                desc=name,
-                unit="epoch",
                 file=file,
-                dynamic_ncols=True,
-                bar_format="{desc}: epoch {n_fmt}/{total_fmt} |{bar:12}| "
-                "[{elapsed}<{remaining}{postfix}]",
+                ncols=self.columns,
+                bar_format="{desc} |{bar:5}| ETA {remaining}{postfix}",
             )
+            self._draw(0, None)
+
+    def _draw(self, batch: int, batches: int | None) -> None:
+        """The bar at ``done`` epochs and ``batch`` of ``batches`` steps into the next one."""
+        if batches:
+            self.bar.n = self.done + batch / batches  # the time left moves inside an epoch too
+        else:
+            self.bar.n = self.done
+        self.bar.set_description_str(
+            f"epoch {min(self.done + 1, self.epochs)}/{self.epochs}", refresh=False
+        )  # before the room is measured: it takes the description's length
+        pieces = [*([f"batch {batch}/{batches}"] if batches else []), *self.metrics, self.name]
+        # "epoch 12/80 |#####| ETA 1:23:45, ": what precedes the pieces, time left in hours
+        room = self.columns - (len(self.bar.desc) + 22)
+        shown: list[str] = []
+        for piece in pieces:
+            if sum(len(p) + 1 for p in shown) + len(piece) > room:
+                break
+            shown.append(piece)
+        # tqdm writes ", " before a postfix: a blank instead keeps the line to its pieces
+        self.bar.set_postfix_str(" ".join(shown), refresh=False)
+        self.bar.refresh()
+
+    def batch(self, done: int, total: int) -> None:
+        """``done`` of ``total`` training steps of the current epoch have run."""
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        if done < total and now - self.drawn < REDRAW_S:
+            return
+        self.drawn = now
+        self._draw(done, total)
 
     def update(self, record: dict[str, Any], line: str) -> None:
-        if self.writer is not None:
-            for key, value in record.items():
-                if (
-                    key != "epoch"
-                    and isinstance(value, (int, float))
-                    and not isinstance(value, bool)
-                ):
-                    self.writer.add_scalar(key, value, record["epoch"])
-            self.writer.flush()
+        if self.board is not None:
+            self.board.add(record)
+            self.board.flush()
         if self.bar is None:
             self.log(line)
             return
-        accs = [
-            f"{k.removesuffix('_acc')} {v:.3f}"
+        self.done = record["epoch"]
+        # the loss, then each view's accuracy (test_vflip as "vflip"), then the train accuracy
+        views = [
+            f"{k.removesuffix('_acc').removeprefix('test_')} {v:.3f}"
             for k, v in record.items()
             if k.endswith("_acc") and k != "train_acc" and isinstance(v, float)
         ]
-        self.bar.set_postfix_str(
-            f"loss {record['train_loss']:.4f} acc {record['train_acc']:.3f} " + " ".join(accs),
-            refresh=False,
-        )
-        self.bar.update(1)
+        self.metrics = [f"loss {record['train_loss']:.3g}", *views]
+        self.metrics.append(f"train {record['train_acc']:.3f}")
+        self._draw(0, None)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
+        if self.board is not None:
+            self.board.close()
 
     def __enter__(self) -> EpochProgress:
         return self

@@ -1,8 +1,12 @@
 """The runtime: where and how a command computes, resolved once where the command starts.
 
-Device, arithmetic, ``torch.compile``, threads, logging and TensorBoard change how a run is
-computed or shown, not what it is: they are not config fields, they are not in a run's identity
-hash, and a run started on one device resumes on another. ``env.json`` records them.
+Device, ``torch.compile``, threads, logging and TensorBoard change how a run is computed or
+shown, not what it is: they are not config fields, they are not in a run's identity hash, and a
+run started on one device resumes on another. ``env.json`` records them. The arithmetic
+(``precision``) changes the numbers, so config.json records it too and a run folder is finished
+or resumed only in the arithmetic it was trained in (``runs.Run.open``); it is checked rather
+than named because a folder is named before its device is known (a launcher's node resolves
+``auto``).
 """
 
 from __future__ import annotations
