@@ -20,7 +20,8 @@ def _run(tmp_path: Path, capsys, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """Two robustness runs (width 2 for 2 epochs, width 3 for 3) and one linreg run."""
+    """Two robustness runs (width 2 for 2 epochs, width 3 for 3) and one linreg run with its
+    ridge path and a small p sweep."""
     out = tmp_path_factory.mktemp("runs")
     made = []
     with pytest.MonkeyPatch.context() as patch:
@@ -28,8 +29,9 @@ def runs(tmp_path_factory) -> tuple[Path, list[Path]]:
         for width, epochs in (("2", "2"), ("3", "3")):
             args = ["run", "robustness", "--dataset", "synthetic", "--width", width]
             assert cli.main([*args, "--epochs", epochs, "--out", str(out), "--quiet"]) == 0
-        args = ["run", "linreg", "--n", "20", "--p", "40", "--epochs", "4", "--no-sweep-p"]
-        assert cli.main([*args, "--no-sklearn-check", "--out", str(out), "--quiet"]) == 0
+        args = ["run", "linreg", "--n", "20", "--p", "40", "--epochs", "4", "--sweep-p"]
+        args += ["--sweep-points", "5", "--sweep-seeds", "2", "--no-sklearn-check"]
+        assert cli.main([*args, "--out", str(out), "--quiet"]) == 0
     made = sorted(p.parent for p in out.rglob(METRICS))
     assert len(made) == 3
     return out, made
@@ -71,11 +73,13 @@ def test_csv_has_one_row_per_run_per_record_equal_to_metrics(runs, tmp_path, cap
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == expected == 2 + 3 + 5  # linreg records epoch 0 too
-    assert {"run", "path", "study", "step", "width", "train_acc", "gd_test_mse"} <= set(rows[0])
+    assert {"run", "path", "study", "epoch", "width", "train_acc", "gd_test_mse"} <= set(rows[0])
+    assert list(rows[0])[:3] == ["run", "path", "study"] and "cohort" not in rows[0]
     for run in made:
         mine = [r for r in rows if r["path"] == str(run)]
         records = _records(run)
-        assert [int(r["step"]) for r in mine] == [r["epoch"] for r in records]
+        assert [int(r["epoch"]) for r in mine] == [r["epoch"] for r in records]
+        assert {r["run"] for r in mine} == {run.name}
         for row, record in zip(mine, records, strict=True):
             for key, value in record.items():
                 if isinstance(value, float):
@@ -119,6 +123,30 @@ def test_bad_paths_are_one_line_and_write_nothing(tmp_path, capsys, where, messa
     assert not table.exists()
 
 
+def _check_hparams(events, run: Path, tags: set[str]) -> None:
+    """The run's settings are its hparams (config.json's values), its accuracies and losses (or
+    MSEs) their metrics, each one of the run's own tags."""
+    from tensorboard.plugins.hparams import metadata
+
+    content = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    start = metadata.parse_session_start_info_plugin_data(content)
+    config = json.loads((run / "config.json").read_text())
+    values = {
+        k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+        for k, v in start.hparams.items()
+    }
+    assert values["study"] == config["study"]
+    for key, value in config["config"].items():
+        if isinstance(value, bool | str):
+            assert values[key] == value, key
+        elif isinstance(value, int | float):
+            assert values[key] == pytest.approx(value), key
+    content = events.summary_metadata["_hparams_/experiment"].plugin_data.content
+    metrics = {m.name.tag for m in metadata.parse_experiment_plugin_data(content).metric_infos}
+    assert metrics and metrics <= tags
+    assert ("test/acc" in metrics) if "robustness" in str(run) else ("gd/test_mse" in metrics)
+
+
 def test_tensorboard_export_reads_back_equal_to_metrics(runs, tmp_path, capsys):
     pytest.importorskip("tensorboard")
     import shutil
@@ -139,13 +167,23 @@ def test_tensorboard_export_reads_back_equal_to_metrics(runs, tmp_path, capsys):
             assert {"train/loss", "test/acc", "test_vflip/acc", "time/seconds"} <= tags
             pairs = (("train_loss", "train/loss"), ("test_vflip_acc", "test_vflip/acc"))
         else:
-            assert tags == {f"{m}/{c}" for m in ("gd", "sgd") for c in (
+            curves = {f"{m}/{c}" for m in ("gd", "sgd") for c in (
                 "train_mse", "test_mse", "dist_to_min_norm", "norm", "outside_row_space")}  # fmt: skip
+            curves |= {f"ridge/{c}" for c in ("train_mse", "test_mse", "norm", "dist_to_min_norm")}
+            curves |= {f"double_descent/test_mse_{c}" for c in ("mean", "std", "theory")}
+            assert tags == curves
             pairs = (("sgd_dist_to_min_norm", "sgd/dist_to_min_norm"),)
+            ridge = json.loads((run / "ridge.json").read_text())
+            got = [(e.step, e.value) for e in events.Scalars("ridge/test_mse")]
+            assert got == [(i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(ridge["test_mse"])]
+            sweep = json.loads((run / "double_descent.json").read_text())
+            got = [(e.step, e.value) for e in events.Scalars("double_descent/test_mse_mean")]
+            expected = zip(sweep["p"], sweep["test_mse_mean"], strict=True)
+            assert got == [(p, pytest.approx(v, rel=1e-6)) for p, v in expected]  # step: p
         for key, name in pairs:
             got = [(e.step, e.value) for e in events.Scalars(name)]
             assert got == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records]
-        assert "_hparams_/session_start_info" in events.summary_metadata
+        _check_hparams(events, run, tags)
         assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []  # no temporaries
 
     before = {r: sorted(p.name for p in (r / TENSORBOARD).iterdir()) for r in made}
@@ -156,3 +194,38 @@ def test_tensorboard_export_reads_back_equal_to_metrics(runs, tmp_path, capsys):
     assert cli.main(["export", "tensorboard", str(out), "--force"]) == 0
     for run in made:  # written again: one file of events, the earlier one replaced
         assert len(list((run / TENSORBOARD).iterdir())) == 1
+
+
+def test_a_damaged_run_is_one_line_and_nothing_is_written(runs, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "runs"
+    shutil.copytree(runs[0], out)
+    made = sorted(p.parent for p in out.rglob(METRICS))
+    damaged = made[-1] / METRICS
+    damaged.write_text("not json\n" + damaged.read_text())
+    table = tmp_path / "t.csv"
+    for args in (["csv", str(out), "--out", str(table)], ["tensorboard", str(out)]):
+        assert cli.main(["export", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"genlab: error: {damaged}") and err.count("\n") == 1
+    assert not table.exists() and not [r for r in made if (r / TENSORBOARD).exists()]
+    assert [p for p in tmp_path.iterdir() if p.name != "runs"] == []  # no temporaries
+
+
+def test_linreg_events_while_running_are_the_exported_ones(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["run", "linreg", "--n", "10", "--p", "20", "--epochs", "3", "--no-sklearn-check"]
+    run = _run(tmp_path / "live", capsys, *args, "--tensorboard")
+
+    def read(folder: Path) -> dict[str, list[tuple[int, float]]]:
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in events.Tags()["scalars"]}
+
+    live = read(run / TENSORBOARD)
+    assert "gd/test_mse" in live and "ridge/test_mse" in live
+    assert cli.main(["export", "tensorboard", str(run), "--force"]) == 0
+    assert read(run / TENSORBOARD) == live

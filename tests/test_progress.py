@@ -77,6 +77,51 @@ def test_the_bar_redraws_at_most_every_few_steps_but_always_the_last():
     assert len(steps) < 1000  # a step on a fast machine is microseconds: not one draw each
 
 
+def test_without_a_bar_steps_draw_nothing_and_each_epoch_is_one_line():
+    out, lines = io.StringIO(), []
+    with EpochProgress("r", 3, 0, lines.append, bar=False, file=out) as progress:
+        for record in RECORDS:
+            for step in range(1, 11):
+                progress.batch(step, 10)
+            progress.update(record, f"epoch {record['epoch']}/3")
+    assert lines == ["epoch 1/3", "epoch 2/3", "epoch 3/3"] and out.getvalue() == ""
+
+
+def test_the_width_comes_from_columns_and_80_when_unknown(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # what shutil.get_terminal_size reads first
+    record = {**RECORDS[0], "test_vflip_acc": 0.5, "train_noisy_acc": 0.25}
+    out = io.StringIO()
+    with EpochProgress("a-run-name-" + "x" * 60, 5, 0, print, bar=True, file=out) as bar:
+        bar.update(record, "")
+        bar.batch(782, 782)
+    assert bar.columns == 80
+    frames = _frames(out.getvalue())
+    assert frames and all(len(f) <= 80 for f in frames), max(frames, key=len)
+    monkeypatch.setenv("COLUMNS", "0")  # a terminal that reports no size
+    with EpochProgress("r", 5, 0, print, bar=True, file=io.StringIO()) as bar:
+        assert bar.columns == 80
+
+
+def test_a_terminal_of_no_size_still_shows_the_bar(monkeypatch):
+    """A pseudo-terminal never sized (`script`, `docker run -t`) reports 0 x 0: tqdm took 0
+    rows as no room for its bar and drew nothing (seen under `script`)."""
+    import os
+    import shutil
+
+    import tqdm.std
+
+    monkeypatch.setattr(sys, "stdout", FakeTerminal())
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
+    # what tqdm reads of such a terminal: its size less one, (-1, -1)
+    monkeypatch.setattr(tqdm.std, "_screen_shape_wrapper", lambda: lambda _fp: (-1, -1))
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *_: os.terminal_size((0, 0)))
+    with EpochProgress("r", 3, 0, print) as progress:
+        progress.batch(1, 1)
+    frames = _frames(sys.stderr.getvalue())
+    assert "epoch 1/3 |" in frames[-1] and "batch 1/1" in frames[-2]
+    assert all(len(f) <= 80 for f in frames)
+
+
 def test_plain_lines_when_not_a_terminal(capsys):
     lines: list[str] = []
     progress = EpochProgress("r", 3, 0, lines.append)

@@ -14,16 +14,23 @@ export tensorboard``), so the tags of a run are the same however its events were
 The step is the record's epoch (a pruning round's records: its round). Bookkeeping (cohort,
 group_size, lanes, stopped) is not a curve and is left out. The run's settings (config.json's
 config, lists written as text) are its hparams, with its accuracies and losses as their metrics.
+Linreg has curves that are not per epoch, written beside its records with their own step:
+
+    ridge.json (the ridge path)        ridge/test_mse, ridge/norm, ...  step: index along lambda
+    double_descent.json (--sweep-p)    double_descent/test_mse_mean, ...  step: p (gamma = p / n)
 
 ``genlab export csv RUNS... --out FILE``: one row per run per record, columns ``run`` (the
-folder's name), ``path``, ``study``, the settings that differ between the runs, then the
-record's scalars (per-class accuracies one column each, ``test_per_class_acc_<class>``).
+folder's name), ``path``, ``study``, the settings that differ between the runs, ``epoch``, then
+the record's scalars (per-class accuracies one column each, ``test_per_class_acc_<class>``; a
+pruning run's round lines have no epoch but a ``round`` and a ``kind``). The ridge path and the
+p sweep are not per epoch and stay in their JSON files.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -33,10 +40,16 @@ from typing import Any
 from genlab.aggregate import varying_keys
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write, read_json, temp_prefix, write_error
-from genlab.runs import CONFIG, DATASET, TENSORBOARD, Run, find_runs
+from genlab.runs import CONFIG, DATASET, DOUBLE_DESCENT, RIDGE, TENSORBOARD, Run, find_runs
 
 BOOKKEEPING = frozenset({"epoch", "round", "kind", "cohort", "group_size", "lanes", "stopped"})
 PER_CLASS = "_per_class_acc"
+# linreg's curves that are not per epoch: file, tag folder, the key giving the step (None: the
+# index), the keys that are curves
+CURVES = (
+    (RIDGE, "ridge", None, ("train_mse", "test_mse", "norm", "dist_to_min_norm")),
+    (DOUBLE_DESCENT, "double_descent", "p", ("test_mse_mean", "test_mse_std", "test_mse_theory")),
+)
 
 
 def _is_number(value: Any) -> bool:
@@ -92,6 +105,29 @@ def scalars(record: dict[str, Any], classes: list[str] | None = None) -> dict[st
     return out
 
 
+def curves(run_dir: Path) -> list[tuple[str, float, int]]:
+    """(tag, value, step) of the run's curves that are not per epoch (``CURVES``; linreg's
+    ridge path and p sweep), from the files it has; a missing value (infinite theory) is left
+    out."""
+    out: list[tuple[str, float, int]] = []
+    for name, folder, by, keys in CURVES:
+        path = Path(run_dir) / name
+        if not path.is_file():
+            continue
+        record = read_json(path)
+        try:
+            steps = list(range(len(record[keys[0]]))) if by is None else record[by]
+            for key in keys:
+                for step, value in zip(steps, record.get(key) or [], strict=False):
+                    if _is_number(value) and math.isfinite(value):
+                        out.append((f"{folder}/{key}", float(value), int(step)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise GenlabError(
+                f"{path}: not a curve genlab wrote ({type(e).__name__}: {e})"
+            ) from None
+    return out
+
+
 def hparams_of(run_dir: Path) -> dict[str, Any]:
     """The run's settings as TensorBoard hparams (numbers, text and booleans; a list or a
     missing value as text), with the study's name."""
@@ -102,21 +138,28 @@ def hparams_of(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def require_tensorboard() -> Any:
+    """torch's SummaryWriter, or the one-line error naming the optional package (asked before
+    training by what writes its events only at the end: linreg)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GenlabError(
+            "--tensorboard needs the tensorboard package: pip install 'genlab[tensorboard]'"
+        ) from None
+    return SummaryWriter
+
+
 class Board:
     """TensorBoard events of one run folder, written into ``folder`` (default: the run's
     tensorboard/). Its hparams go in with the first record, whose accuracy and loss tags are
     their metrics. Needs the optional tensorboard package."""
 
     def __init__(self, run_dir: Path, folder: Path | None = None) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise GenlabError(
-                "--tensorboard needs the tensorboard package: pip install 'genlab[tensorboard]'"
-            ) from None
+        writer = require_tensorboard()
         self.run_dir = Path(run_dir)
         self.classes = _classes(self.run_dir)
-        self.writer = SummaryWriter(str(folder or self.run_dir / TENSORBOARD))
+        self.writer = writer(str(folder or self.run_dir / TENSORBOARD))
         self.hparams_written = False
 
     def add(self, record: dict[str, Any]) -> None:
@@ -152,12 +195,37 @@ class Board:
 def write_events(
     run_dir: Path, records: Iterable[dict[str, Any]], folder: Path | None = None
 ) -> None:
-    """The events of ``records`` (a run's metrics.jsonl) into ``folder`` (default: the run's
-    tensorboard/): ``genlab export tensorboard``, and the studies that write their records
-    at the end rather than epoch by epoch (linreg)."""
+    """The events of ``records`` (a run's metrics.jsonl) and of its other curves (``curves``)
+    into ``folder`` (default: the run's tensorboard/)."""
     with Board(run_dir, folder) as board:
         for record in records:
             board.add(record)
+        for name, value, step in curves(run_dir):
+            board.writer.add_scalar(name, value, step)
+
+
+def replace_events(run_dir: Path) -> Path:
+    """The run's events, from its files, as its tensorboard/ folder (an existing one replaced):
+    ``genlab export tensorboard``, and linreg, which writes its records once at the end rather
+    than epoch by epoch. Written beside the folder and renamed into place, so a cut write leaves
+    the earlier folder or none, never half of one; returns the folder."""
+    run_dir = Path(run_dir)
+    records = _records(run_dir)
+    target = run_dir / TENSORBOARD
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=run_dir))
+    except OSError as e:
+        raise write_error(target, e) from None
+    try:
+        write_events(run_dir, records, tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except OSError as e:
+        raise write_error(target, e) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _runs(paths: Iterable[Path]) -> list[Path]:
@@ -195,25 +263,10 @@ def write_tensorboard(paths: Iterable[Path], *, force: bool) -> list[Path]:
                 f"{there[0]}{more}: exists already (events written while it trained, or an "
                 "earlier export); use --force to write them again"
             )
-    written = []
-    for run_dir in runs:
-        records = _records(run_dir)
-        target = run_dir / TENSORBOARD
-        try:
-            tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=run_dir))
-        except OSError as e:
-            raise write_error(target, e) from None
-        try:
-            write_events(run_dir, records, tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        except OSError as e:
-            raise write_error(target, e) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        written.append(target)
-    return written
+    for run_dir in runs:  # every record and curve readable before any folder is written
+        _records(run_dir)
+        curves(run_dir)
+    return [replace_events(run_dir) for run_dir in runs]
 
 
 def csv_rows(paths: Iterable[Path]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -221,7 +274,7 @@ def csv_rows(paths: Iterable[Path]) -> tuple[list[str], list[dict[str, Any]]]:
     runs = _runs(paths)
     configs = [read_json(r / CONFIG) for r in runs]
     settings = varying_keys([c.get("config") or {} for c in configs]) if len(runs) > 1 else []
-    fixed = ["run", "path", "study", *settings, "step"]
+    fixed = ["run", "path", "study", *settings, "epoch"]
     rows: list[dict[str, Any]] = []
     metric_columns: dict[str, None] = {}
     for run_dir, record in zip(runs, configs, strict=True):
@@ -231,7 +284,7 @@ def csv_rows(paths: Iterable[Path]) -> tuple[list[str], list[dict[str, Any]]]:
                 "run": run_dir.name,
                 "path": str(run_dir),
                 "study": record.get("study"),
-                "step": step_of(r),
+                "epoch": r.get("epoch"),
             }
             for key in settings:
                 value = (record.get("config") or {}).get(key)
@@ -239,7 +292,7 @@ def csv_rows(paths: Iterable[Path]) -> tuple[list[str], list[dict[str, Any]]]:
                     value if isinstance(value, int | float | str | None) else json.dumps(value)
                 )
             for key, value in r.items():
-                if key in ("cohort", "epoch", "round"):
+                if key in ("cohort", "epoch"):  # a cohort is a list of run names: no cell
                     continue
                 if key.endswith(PER_CLASS) and isinstance(value, list):
                     for k, v in enumerate(value):
@@ -284,7 +337,10 @@ def _cell(value: Any) -> Any:
 __all__ = [
     "Board",
     "csv_rows",
+    "curves",
     "hparams_of",
+    "replace_events",
+    "require_tensorboard",
     "scalars",
     "step_of",
     "tag",

@@ -176,17 +176,24 @@ def run(members: list[tuple[Config, Run]], rt: Runtime) -> list[dict[str, Any]]:
     busy cores cost more than the second core gives. Large matrix products were equally fast."""
     from threadpoolctl import threadpool_limits
 
+    if rt.tensorboard:  # its events are written after the training: ask for the package before
+        from genlab.export import require_tensorboard
+
+        require_tensorboard()
     with threadpool_limits(limits=1, user_api="blas"):
         return run_each(members, lambda cfg, run: _tracked(cfg, run, rt))
 
 
 def _tracked(cfg: Config, run: Run, rt: Runtime) -> dict[str, Any]:
-    """One member, and with ``--tensorboard`` its curves as events once they are written."""
+    """One member, and with ``--tensorboard`` its curves as events once they are written: its
+    GD and SGD epochs (step: the epoch), the ridge path (step: the lambda's index) and the p
+    sweep (step: p), as ``genlab export tensorboard`` writes them. A run restarts from scratch,
+    so the events are written whole at its end, replacing those of an earlier try."""
     result = _run(cfg, run, log=rt.log)
     if rt.tensorboard:
-        from genlab.export import write_events
+        from genlab.export import replace_events
 
-        write_events(run.path, run.metrics())
+        replace_events(run.path)
     return result
 
 

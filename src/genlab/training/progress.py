@@ -59,7 +59,8 @@ class EpochProgress:
         if bar:
             from tqdm import tqdm
 
-            self.columns = columns or shutil.get_terminal_size((80, 24)).columns
+            size = shutil.get_terminal_size((80, 24))  # $COLUMNS first, then the terminal
+            self.columns = columns or size.columns
             if self.columns < 40:  # a terminal that reports no size: draw for 80 columns
                 self.columns = 80
             self.bar = tqdm(
@@ -67,6 +68,9 @@ class EpochProgress:
                 initial=done,
                 file=file,
                 ncols=self.columns,
+                # a terminal of 0 rows (a pseudo-terminal never sized: `script`, `docker run -t`)
+                # makes tqdm hide its only bar; give it rows when it reports none
+                nrows=size.lines if size.lines > 1 else 24,
                 bar_format="{desc} |{bar:5}| ETA {remaining}{postfix}",
             )
             self._draw(0, None)
@@ -88,7 +92,7 @@ class EpochProgress:
             if sum(len(p) + 1 for p in shown) + len(piece) > room:
                 break
             shown.append(piece)
-        # tqdm writes ", " before a postfix: a blank instead keeps the line to its pieces
+        # the pieces are one postfix: tqdm puts ", " before it (counted in the 22 above)
         self.bar.set_postfix_str(" ".join(shown), refresh=False)
         self.bar.refresh()
 
