@@ -229,3 +229,28 @@ def test_linreg_events_while_running_are_the_exported_ones(tmp_path, capsys):
     assert "gd/test_mse" in live and "ridge/test_mse" in live
     assert cli.main(["export", "tensorboard", str(run), "--force"]) == 0
     assert read(run / TENSORBOARD) == live
+
+
+@pytest.mark.parametrize("config", ["[1, 2]", '{"study": "robustness", "config": "oops"}'])
+def test_a_run_record_that_is_not_one_is_a_line_and_nothing_is_written(
+    runs, tmp_path, capsys, config
+):
+    import shutil
+
+    out = tmp_path / "runs"
+    shutil.copytree(runs[0], out)
+    bad = sorted(p.parent for p in out.rglob(METRICS))[-1]
+    (bad / "config.json").write_text(config)
+    table = tmp_path / "t.csv"
+    for args in (["csv", str(out), "--out", str(table)], ["tensorboard", str(out)]):
+        assert cli.main(["export", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"genlab: error: {bad / 'config.json'}")
+    assert not table.exists() and not list(out.rglob(TENSORBOARD))  # no run exported
+
+
+def test_csv_refuses_an_out_that_is_not_a_file(runs, capsys):
+    assert cli.main(["export", "csv", str(runs[0]), "--out", "/dev/null", "--force"]) == 1
+    assert capsys.readouterr().err == (
+        "genlab: error: --out /dev/null: not a regular file (a device, a pipe?); give a file\n"
+    )

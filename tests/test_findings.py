@@ -47,10 +47,30 @@ def test_the_random_labels_finding_averages_the_seeds(demo_out):
     for p, summaries in by_p.items():
         fitted = sum(s["final_train_fitted_acc"] for s in summaries) / len(summaries)
         test = sum(s["final_acc"]["test"] for s in summaries) / len(summaries)
-        assert f"p = {p}: train accuracy {fitted:.2f} on the labels it fitted, test {test:.2f}" in (
+        assert f"p = {p}: train accuracy {fitted:.2f} on its training labels, test {test:.2f}" in (
             sentence
         )
     assert sentence.endswith("chance is 0.10.")  # ten digit classes
+
+
+def test_the_linreg_and_pruning_findings_say_their_run_s_numbers(demo_out):
+    (run,) = _runs(demo_out, "linreg")
+    s = _summary(run)
+    peak = max(s["sweep"], key=lambda row: row["test_mse_mean"])
+    sentence = reporting_module("linreg").finding([run])
+    assert f"test MSE {s['test_mse_min_norm']:.3g} (theory {s['test_mse_theory']:.3g})" in sentence
+    assert f"(γ = {peak['gamma']:.3g}: test MSE {peak['test_mse_mean']:.3g}," in sentence
+    (run,) = _runs(demo_out, "pruning")
+    s = _summary(run)
+    sentence = reporting_module("pruning").finding([run])
+    dense = s["dense"]["train_fitted_acc"]
+    verb = "reached" if dense >= s["fit_threshold"] else "did not reach"
+    assert f"the dense network {verb} the fit threshold (train accuracy {dense:.3f}," in sentence
+    lottery = s["smallest_fitting"]["lottery"]["remaining"]
+    if lottery is not None:
+        assert f"lottery masks fitted with {lottery:,} of {s['prunable_weights']:,}" in sentence
+    else:
+        assert "lottery masks fitted in no round" in sentence
 
 
 def test_a_finding_of_no_finished_run_is_none(tmp_path):

@@ -60,3 +60,27 @@ def test_a_run_made_before_the_record_is_checked_by_its_env_json(tmp_path, fp32_
     assert json.loads((fp32_run / ENV).read_text())["precision"] == "fp32"
     with pytest.raises(GenlabError, match="trained with --precision fp32"):
         genlab.run("robustness", out=tmp_path, quiet=True, device="cpu", precision="bf16", **TINY)
+
+
+def test_the_cli_refuses_before_it_prints_the_config(tmp_path, fp32_run, capsys):
+    flags = ["run", "robustness", "--dataset", "synthetic", "--width", "2", "--epochs", "1"]
+    assert cli.main([*flags, "--out", str(tmp_path), "--device", "cpu", "--precision", "bf16"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"genlab: error: {fp32_run}: trained with")
+
+
+def test_a_rerun_in_another_arithmetic_alone_asks_for_another_out(tmp_path, fp32_run, capsys):
+    before = _files(fp32_run)
+    for extra in ([], ["--force"], ["--continue"]):
+        assert cli.main(["rerun", str(fp32_run), "--precision", "bf16", *extra]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err == (
+            f"genlab: error: {fp32_run}: was trained with --precision fp32, and a rerun in bf16 "
+            "would be named as it is; give --out for the bf16 run\n"
+        )
+        assert _files(fp32_run) == before  # RUN itself is never changed, --force or not
+    other = tmp_path / "bf16"
+    assert cli.main(["rerun", str(fp32_run), "--precision", "bf16", "--out", str(other)]) == 0
+    new = next(other.rglob(CONFIG)).parent
+    assert json.loads((new / CONFIG).read_text())["precision"] == "bf16"
+    assert new.name == fp32_run.name and _files(fp32_run) == before

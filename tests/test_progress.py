@@ -67,14 +67,21 @@ def test_the_bar_moves_inside_an_epoch_and_fits_80_columns(monkeypatch):
     assert bar.bar.n == 12  # epoch 11 recorded, and every step of epoch 12 run
 
 
-def test_the_bar_redraws_at_most_every_few_steps_but_always_the_last():
+def test_the_bar_redraws_at_most_every_few_steps_but_always_the_last(monkeypatch):
+    from genlab.training import progress as module
+
+    clock = iter(0.125 * i for i in range(1, 10_000))  # a fake clock: 1/8 s per step, exact
+    monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(module, "REDRAW_S", 0.25)
     out = io.StringIO()
     with EpochProgress("r", 2, 0, print, bar=True, file=out, columns=100) as bar:
-        for step in range(1, 1001):
-            bar.batch(step, 1000)
-    steps = [f for f in _frames(out.getvalue()) if " batch " in f]
-    assert steps[-1].split(" batch ")[1].startswith("1000/1000")
-    assert len(steps) < 1000  # a step on a fast machine is microseconds: not one draw each
+        for step in range(1, 1000):
+            bar.batch(step, 999)
+    drawn = [f.split(" batch ")[1].split()[0] for f in _frames(out.getvalue()) if " batch " in f]
+    # every second step (a quarter second apart), and the last step whenever it comes (closing
+    # the bar draws its last frame once more)
+    assert list(dict.fromkeys(drawn)) == [f"{i}/999" for i in range(2, 999, 2)] + ["999/999"]
+    assert len(drawn) == 499 + 1 + 1
 
 
 def test_without_a_bar_steps_draw_nothing_and_each_epoch_is_one_line():

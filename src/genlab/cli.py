@@ -57,7 +57,9 @@ class _Parser(argparse.ArgumentParser):
         known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
         parts = []
         for name in given:
-            close = difflib.get_close_matches(name, known, n=1)
+            # a flag it begins (an abbreviation) first, else the closest spelling
+            close = [k for k in known if k.startswith(name) and k != "--help"][:1]
+            close = close or difflib.get_close_matches(name, known, n=1)
             hint = ""
             if close:
                 abbreviated = "flags are not abbreviated; " if close[0].startswith(name) else ""
@@ -752,19 +754,27 @@ def _run(args: argparse.Namespace, rt: Any) -> int:
         print(f"results: {sweeps.run_sweep(sweep, rt, force=args.force)}")
         return 0
     cfg = resolve_config(study, args)
-    path = _run_dir(study, cfg, args.out, rt)  # checked too before anything is printed
+    path = _run_dir(study, cfg, args.out, rt, force=args.force)  # before anything is printed
     _print_config(study, cfg, rt.log)
     run_members(study, [(cfg, path)], rt, force=args.force)
     print(f"results: {path}")
     return 0
 
 
-def _run_dir(study: Any, cfg: Any, out: Path, rt: Any) -> Path:
-    """The run folder of ``cfg`` under ``out`` (computed in ``rt``'s arithmetic): the one
-    place the command line names a run folder."""
+def _run_dir(study: Any, cfg: Any, out: Path, rt: Any, *, force: bool) -> Path:
+    """The run folder of ``cfg`` under ``out``; one there already trained in another arithmetic
+    than ``rt``'s is refused here, before anything is printed (``--force`` replaces it)."""
     from genlab.launch import run_dir_for
+    from genlab.runs import CONFIG, check_precision, read_record
 
-    return run_dir_for(study, cfg, out)
+    path = run_dir_for(study, cfg, out)
+    if not force and (path / CONFIG).is_file():
+        try:
+            record = read_record(path / CONFIG)
+        except GenlabError:
+            return path  # a damaged folder: Run.open names what is wrong with it
+        check_precision(path, record, rt.precision)
+    return path
 
 
 def _rerun(args: argparse.Namespace) -> int:

@@ -40,7 +40,16 @@ from typing import Any
 from genlab.aggregate import varying_keys
 from genlab.errors import GenlabError
 from genlab.fileio import atomic_write, read_json, temp_prefix, write_error
-from genlab.runs import CONFIG, DATASET, DOUBLE_DESCENT, RIDGE, TENSORBOARD, Run, find_runs
+from genlab.runs import (
+    CONFIG,
+    DATASET,
+    DOUBLE_DESCENT,
+    RIDGE,
+    TENSORBOARD,
+    Run,
+    find_runs,
+    read_record,
+)
 
 BOOKKEEPING = frozenset({"epoch", "round", "kind", "cohort", "group_size", "lanes", "stopped"})
 PER_CLASS = "_per_class_acc"
@@ -131,7 +140,7 @@ def curves(run_dir: Path) -> list[tuple[str, float, int]]:
 def hparams_of(run_dir: Path) -> dict[str, Any]:
     """The run's settings as TensorBoard hparams (numbers, text and booleans; a list or a
     missing value as text), with the study's name."""
-    record = read_json(Path(run_dir) / CONFIG)
+    record = read_record(Path(run_dir) / CONFIG)
     out: dict[str, Any] = {"study": str(record.get("study"))}
     for key, value in sorted((record.get("config") or {}).items()):
         out[key] = value if isinstance(value, int | float | str | bool) else json.dumps(value)
@@ -263,8 +272,9 @@ def write_tensorboard(paths: Iterable[Path], *, force: bool) -> list[Path]:
                 f"{there[0]}{more}: exists already (events written while it trained, or an "
                 "earlier export); use --force to write them again"
             )
-    for run_dir in runs:  # every record and curve readable before any folder is written
+    for run_dir in runs:  # every record, setting and curve readable before any folder is written
         _records(run_dir)
+        hparams_of(run_dir)
         curves(run_dir)
     return [replace_events(run_dir) for run_dir in runs]
 
@@ -272,7 +282,7 @@ def write_tensorboard(paths: Iterable[Path], *, force: bool) -> list[Path]:
 def csv_rows(paths: Iterable[Path]) -> tuple[list[str], list[dict[str, Any]]]:
     """The CSV table's columns and rows (module docstring)."""
     runs = _runs(paths)
-    configs = [read_json(r / CONFIG) for r in runs]
+    configs = [read_record(r / CONFIG) for r in runs]
     settings = varying_keys([c.get("config") or {} for c in configs]) if len(runs) > 1 else []
     fixed = ["run", "path", "study", *settings, "epoch"]
     rows: list[dict[str, Any]] = []
@@ -312,6 +322,8 @@ def write_csv(paths: Iterable[Path], out: Path, *, force: bool) -> int:
     out = Path(out)
     if out.is_dir():
         raise GenlabError(f"--out {out}: is a folder; give the CSV file's path")
+    if out.exists() and not out.is_file():
+        raise GenlabError(f"--out {out}: not a regular file (a device, a pipe?); give a file")
     if out.exists() and not force:
         raise GenlabError(f"--out {out}: exists already; use --force to replace it")
     columns, rows = csv_rows(paths)

@@ -138,6 +138,11 @@ def plan(
         path = src.path
     else:
         path = run_dir_for(src.study, cfg, _out_of(src.path) if out is None else out)
+    if Path(path).resolve() == Path(src.path).resolve() and not same:  # arithmetic alone
+        raise GenlabError(
+            f"{src.path}: was trained with --precision {src.precision}, and a rerun in "
+            f"{precision} would be named as it is; give --out for the {precision} run"
+        )
     if not from_checkpoint:
         return Rerun(src, cfg, path, precision)
     epoch = _check_continue(src, cfg, path, precision)

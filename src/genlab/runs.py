@@ -213,7 +213,7 @@ class Run:
                     "use --force to replace it"
                 )
             check_files(path)
-            _check_precision(path, old, config.get("precision"))
+            check_precision(path, old, config.get("precision"))
             remove_stale(path)
             remove_stale(path / FIGURES)
             remove_stale(path / KEPT)
@@ -442,10 +442,10 @@ def recorded_precision(path: Path, record: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _check_precision(path: Path, record: dict[str, Any], precision: str | None) -> None:
+def check_precision(path: Path, record: dict[str, Any], precision: str | None) -> None:
     """A run folder holds one arithmetic: a bf16 run is not finished (or resumed) by an fp32
     command, nor the other way round (the folder name cannot say which: see README, "How a run
-    computes")."""
+    computes"). ``record``: the folder's config.json."""
     recorded = recorded_precision(path, record)
     if precision is None or recorded is None or recorded == precision:
         return

@@ -710,7 +710,7 @@ def number_format(key: str | None, values: Iterable[Any] = ()) -> NumberFormat:
         for v in values
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     ]
-    if last in SECONDS_WORDS:
+    if last in SECONDS_WORDS or "seconds" in words:  # seconds_per_epoch too
         return NumberFormat("seconds", 1)
     if words & FRACTION_WORDS and all(-1 <= v <= 1 for v in numbers):
         return NumberFormat("fraction", 3)

@@ -283,8 +283,9 @@ def finding(run_dirs: list[Path]) -> str | None:
         if s.get("sweep"):
             peak = max(s["sweep"], key=lambda row: row["test_mse_mean"])
             part += (
-                f"; the double-descent sweep peaks at γ = {peak['gamma']:.3g} "
-                f"(test MSE {peak['test_mse_mean']:.3g})"
+                "; its double-descent sweep is highest at the grid point nearest the "
+                f"interpolation threshold γ = 1 (γ = {peak['gamma']:.3g}: test MSE "
+                f"{peak['test_mse_mean']:.3g}, theory {peak['test_mse_theory']:.3g})"
             )
         parts.append(part)
     return clauses(parts, most=3)

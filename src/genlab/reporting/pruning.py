@@ -180,9 +180,9 @@ def plot_sweep(sweep_dir: Path, run_dirs: list[Path]) -> list[Path]:
 
 # -- the report: its summary sentence -------------------------------------------------------------
 def finding(run_dirs: list[Path]) -> str | None:
-    """The report's sentence on these runs: per run, the fewest weights with which the lottery
-    (magnitude) masks and the random control still fitted the training labels; None before
-    any run finished."""
+    """The report's sentence on these runs: per run, whether the dense network fitted its
+    training labels, and the fewest weights with which the lottery (magnitude) masks and the
+    random control did; None before any run finished."""
     parts = []
     for run_dir in (d for d in map(Path, run_dirs) if (d / SUMMARY).exists()):
         s = read_json(run_dir / SUMMARY)
@@ -194,8 +194,10 @@ def finding(run_dirs: list[Path]) -> str | None:
                 if remaining is not None
                 else f"{kind} masks fitted in no round"
             )
+        dense = s["dense"]["train_fitted_acc"]
+        reached = "reached" if dense >= s["fit_threshold"] else "did not reach"
         parts.append(
-            f"p = {s['label_noise']} (fit: train accuracy ≥ {s['fit_threshold']:g}): "
-            + ", ".join(fits)
+            f"p = {s['label_noise']}: the dense network {reached} the fit threshold "
+            f"(train accuracy {dense:.3f}, threshold {s['fit_threshold']:g}); " + ", ".join(fits)
         )
     return clauses(parts, most=3)

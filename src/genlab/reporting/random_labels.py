@@ -393,7 +393,7 @@ def finding(run_dirs: list[Path]) -> str | None:
         test = mean_of(s["final_acc"].get("test") for s in summaries)
         seeds = f" (mean of {len(summaries)} seeds)" if len(summaries) > 1 else ""
         parts.append(
-            f"{_who(g, groups)}: train accuracy {fitted:.2f} on the labels it fitted, "
+            f"{_who(g, groups)}: train accuracy {fitted:.2f} on its training labels, "
             f"test {test:.2f}{seeds}"
         )
     chance = 1 / len(read_json(done[0] / DATASET)["classes"])

@@ -1,4 +1,4 @@
-"""The effective number of parameters by pruning (issue #16): how few of a trained network's
+"""The effective number of parameters by pruning: how few of a trained network's
 weights still fit its training labels, with true labels and with random ones?
 
 Iterative magnitude pruning (Frankle & Carbin 2019), with rewinding (Frankle et al. 2020). The
